@@ -1,0 +1,3 @@
+"""zeroflow: forward-pass (zeroth-order) optimizers against catastrophic forgetting."""
+
+__version__ = "0.1.0"

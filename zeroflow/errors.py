@@ -1,0 +1,24 @@
+"""The project's exception types: each message names the problem and the fix.
+
+The CLI prints these in one line and exits non-zero without a traceback.
+"""
+
+
+class ZeroflowError(Exception):
+    """Base class of every user-facing error."""
+
+
+class ConfigError(ZeroflowError, ValueError):
+    """A wrong config key or value (names the key and the allowed values)."""
+
+
+class DataError(ZeroflowError):
+    """A missing dataset folder or a wrong layout (names the path and the expected layout)."""
+
+
+class WeightsError(ZeroflowError):
+    """Pretrained weights that cannot be found or loaded."""
+
+
+class DivergenceError(ZeroflowError):
+    """A NaN or inf loss (names task, step and the likely fix)."""
