@@ -1,0 +1,399 @@
+"""The optimizers against math: estimator means vs true gradients, exact pass counts, Conserve's
+guarantee, determinism, exact state round trips, equality with torch.optim, and that each one
+learns."""
+
+import copy
+
+import pytest
+import torch
+
+from zeroflow import optim
+from zeroflow.errors import ConfigError
+from zeroflow.optim.perturb import DirectionSampler
+from zeroflow.seeding import derive_seed
+
+D = 50
+
+
+def quadratic(d=D, seed=0, dtype=torch.float64):
+    """f(θ) = ½ θᵀAθ − bᵀθ with A SPD; returns (A, b, θ0, ∇f(θ0))."""
+    g = torch.Generator().manual_seed(seed)
+    m = torch.randn(d, d, generator=g, dtype=dtype)
+    a = m @ m.T / d + torch.eye(d, dtype=dtype)
+    b = torch.randn(d, generator=g, dtype=dtype)
+    theta0 = torch.randn(d, generator=g, dtype=dtype)
+    return a, b, theta0, a @ theta0 - b
+
+
+def closure_for(opt, theta, a, b):
+    def closure():
+        if opt.uses_backward:
+            opt.zero_grad()
+        loss = 0.5 * theta @ a @ theta - b @ theta
+        if opt.uses_backward:
+            loss.backward()
+        return loss
+
+    return closure
+
+
+def estimate_mean(name, n, seed, **hp):
+    """Mean of n single-direction estimates (the q = n estimate) at θ0."""
+    a, b, theta0, grad = quadratic()
+    theta = torch.nn.Parameter(theta0.clone())
+    opt = optim.build(name, [theta], lr=1.0, seed=seed, **hp)
+    seeds = [derive_seed(seed, 10_000, i) for i in range(n)]
+    est = opt.evaluate(closure_for(opt, theta, a, b), seeds)
+    g = opt.sampler.combine(est.seeds, [s / n for s in est.scalars], 0, theta.detach())
+    return g, grad
+
+
+@pytest.mark.parametrize(
+    "name,hp,extra_var",
+    [
+        ("zo-sgd", {"perturbation": "gaussian"}, 1),  # E‖(g·z)z − g‖² = (d + 1)‖g‖²
+        ("zo-sgd", {"perturbation": "rademacher"}, -1),  # (d − 1)‖g‖²
+        ("zo-sgd", {"difference": "forward"}, 1),
+        ("zo-sgd", {"difference": "forward", "perturbation": "rademacher"}, -1),
+        ("forward-grad", {}, 1),
+    ],
+)
+def test_estimator_mean_converges_like_one_over_sqrt_n(name, hp, extra_var):
+    """MSE of the n-sample mean vs ∇f equals the closed form (d ± 1)‖g‖²/n."""
+    mses = {}
+    for n in (50, 800):
+        errs = []
+        for rep in range(12):
+            g, grad = estimate_mean(name, n, seed=1000 * n + rep, **hp)
+            errs.append(float(((g - grad) ** 2).sum()))
+        mses[n] = sum(errs) / len(errs)
+        theory = (D + extra_var) * float(grad @ grad) / n
+        assert 0.6 * theory < mses[n] < 1.6 * theory, (n, mses[n], theory)
+    # error shrinks like 1/sqrt(n): 16× more samples → 16× smaller MSE (4× smaller error)
+    assert 8 < mses[50] / mses[800] < 32
+
+
+def test_sparse_estimate_targets_masked_gradient():
+    """With s of coordinates zeroed uniformly, E[g] = (1 − k/n) ∇f."""
+    s = 0.6
+    n_keep = (D - int(s * D)) / D
+    g, grad = estimate_mean("zo-sgd", 20_000, seed=3, sparsity=s)
+    rel = float((g - n_keep * grad).norm() / (n_keep * grad).norm())
+    assert rel < 0.15
+    # and it is not the unmasked gradient
+    assert float((g - grad).norm() / grad.norm()) > 0.3
+
+
+def test_sparsity_zeroes_exact_fraction_and_resamples():
+    like = torch.empty(7, 13)
+    n = like.numel()
+    for s in (0.0, 0.1, 0.5, 0.9):
+        z = DirectionSampler("gaussian", s, True, 0).block(123, 0, like)
+        assert int((z == 0).sum()) == int(s * n)
+    resample = DirectionSampler("gaussian", 0.5, True, 0)
+    fixed = DirectionSampler("gaussian", 0.5, False, 0)
+    assert not torch.equal(resample.block(1, 0, like) == 0, resample.block(2, 0, like) == 0)
+    assert torch.equal(fixed.block(1, 0, like) == 0, fixed.block(2, 0, like) == 0)
+
+
+def expected_passes(name, q, difference="central"):
+    if not name.startswith(("zo", "forward")):
+        return 1
+    if name == "forward-grad":
+        return q
+    per = 2 * q if difference == "central" else q + 1
+    if name.endswith("conserve"):
+        per += 2 + (1 if difference == "central" else 0)
+    return per
+
+
+@pytest.mark.parametrize("name", optim.NAMES)
+@pytest.mark.parametrize("q", [1, 4])
+def test_exact_forward_pass_counts(name, q):
+    a, b, theta0, _ = quadratic(dtype=torch.float32)
+    hp = {} if optim.is_first_order(name) else {"q": q}
+    cases = [("central", hp)]
+    if name.startswith("zo"):
+        cases.append(("forward", {**hp, "difference": "forward"}))
+    for difference, kwargs in cases:
+        theta = torch.nn.Parameter(theta0.clone())
+        opt = optim.build(name, [theta], lr=1e-3, **kwargs)
+        calls = []
+        inner = closure_for(opt, theta, a, b)
+
+        def closure():
+            calls.append(1)
+            return inner()
+
+        for step in range(3):
+            before = len(calls)
+            opt.step(closure)
+            assert len(calls) - before == expected_passes(name, q, difference)
+        assert opt.forward_passes == len(calls)
+    if name == "zo-sgd-conserve" and q == 1:
+        assert expected_passes(name, 1) == 5
+
+
+@pytest.mark.parametrize("name", ["zo-sgd-conserve", "zo-adam-conserve"])
+def test_conserve_never_ends_a_step_worse(name):
+    a, b, theta0, _ = quadratic(dtype=torch.float32)
+    lr = 0.3 if "sgd" in name else 0.5
+    theta = torch.nn.Parameter(theta0.clone())
+    opt = optim.build(name, [theta], lr=lr, seed=1, mu=1e-2)
+    plain = optim.build(name.replace("-conserve", ""), [torch.nn.Parameter(theta0.clone())],
+                        lr=lr, seed=1, mu=1e-2)
+    closure = closure_for(opt, theta, a, b)
+    plain_theta = plain.param_groups[0]["params"][0]
+    plain_closure = closure_for(plain, plain_theta, a, b)
+    plain_worse = 0
+    for _ in range(40):
+        with torch.no_grad():
+            before = float(closure())
+            plain_before = float(plain_closure())
+        opt.step(closure)
+        plain.step(plain_closure)
+        with torch.no_grad():
+            assert float(closure()) <= before
+            plain_worse += float(plain_closure()) > plain_before
+    assert plain_worse > 0, "the setting must make plain steps go uphill sometimes"
+
+
+def test_conserve_keeps_theta_and_state_when_both_candidates_are_worse():
+    a, b, theta0, _ = quadratic(dtype=torch.float32)
+    theta = torch.nn.Parameter(theta0.clone())
+    opt = optim.build("zo-adam-conserve", [theta], lr=50.0, seed=0)
+    opt.step(closure_for(opt, theta, a, b))
+    assert torch.equal(theta.detach(), theta0)
+    assert "step" not in opt.state[theta] and "exp_avg" not in opt.state[theta]
+
+
+def test_conserve_plus_candidate_commits_negated_first_moment():
+    """Keeping θ + lr·u must leave the state whose own update is exactly −u."""
+    a, b, theta0, _ = quadratic(dtype=torch.float64)
+    for seed in range(20):
+        theta = torch.nn.Parameter(theta0.clone())
+        opt = optim.build("zo-sgd-conserve", [theta], lr=0.05, seed=seed, weight_decay=0.0)
+        opt.step(closure_for(opt, theta, a, b))
+        moved = theta.detach() - theta0
+        buf = opt.state[theta].get("momentum_buffer")
+        if buf is not None:
+            torch.testing.assert_close(moved, -0.05 * buf, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", [n for n in optim.NAMES if not optim.is_first_order(n)])
+def test_perturbations_restore_parameters_bit_for_bit(name):
+    a, b, theta0, _ = quadratic(dtype=torch.float32)
+    theta = torch.nn.Parameter(theta0.clone())
+    opt = optim.build(name, [theta], lr=1e-3, q=4)
+    opt.evaluate(closure_for(opt, theta, a, b), opt.direction_seeds())
+    assert torch.equal(theta.detach(), theta0)
+
+
+def test_subtractive_restore_is_close_but_needs_no_copy():
+    a, b, theta0, _ = quadratic(dtype=torch.float32)
+    theta = torch.nn.Parameter(theta0.clone())
+    opt = optim.build("zo-sgd", [theta], lr=1e-3, q=8, exact_restore=False)
+    opt.evaluate(closure_for(opt, theta, a, b), opt.direction_seeds())
+    torch.testing.assert_close(theta.detach(), theta0, rtol=0, atol=1e-5)
+
+
+def one_step_delta(name, **hp):
+    a, b, theta0, grad = quadratic()
+    theta = torch.nn.Parameter(theta0.clone())
+    opt = optim.build(name, [theta], lr=1.0, weight_decay=0.0, seed=7, **hp)
+    seeds = opt.direction_seeds()
+    opt.step(closure_for(opt, theta, a, b))
+    zs = [opt.sampler.block(s, 0, theta0) for s in seeds]
+    projections = [float(grad @ z) for z in zs]  # exact directional derivatives
+    return theta.detach() - theta0, zs, projections
+
+
+def test_sign_semantics():
+    q = 3
+    delta, zs, s = one_step_delta("zo-sgd-sign", q=q, momentum=0.0)
+    expected = -sum((1.0 if si > 0 else -1.0) * z for si, z in zip(s, zs)) / q
+    torch.testing.assert_close(delta, expected)
+    delta, zs, s = one_step_delta("zo-sgd-sign", q=q, momentum=0.0, sign="elementwise")
+    expected = -torch.sign(sum(si * z for si, z in zip(s, zs)) / q)
+    torch.testing.assert_close(delta, expected)
+    delta, zs, s = one_step_delta("zo-sgd", q=q, momentum=0.0)
+    torch.testing.assert_close(delta, -sum(si * z for si, z in zip(s, zs)) / q)
+
+
+def test_history_mixes_with_previous_estimate():
+    alpha = 0.4
+    a, b, theta0, _ = quadratic()
+    theta = torch.nn.Parameter(theta0.clone())
+    opt = optim.build("zo-sgd", [theta], lr=0.01, momentum=0.0, weight_decay=0.0,
+                      history=alpha, seed=3)
+    closure = closure_for(opt, theta, a, b)
+    ests = []
+    for _ in range(2):
+        th = theta.detach().clone()
+        seeds = opt.direction_seeds()
+        z = opt.sampler.block(seeds[0], 0, th)
+        ests.append(float((a @ th - b) @ z) * z)
+        opt.step(closure)
+    # θ2 − θ1 = −lr ((1 − α) ĝ2 + α ĝ1)
+    theta_after_first = theta0 - 0.01 * ests[0]
+    expected = theta_after_first - 0.01 * ((1 - alpha) * ests[1] + alpha * ests[0])
+    torch.testing.assert_close(theta.detach(), expected)
+
+
+def test_forward_grad_uses_configured_lr_and_schedule():
+    d1, _, _ = one_step_delta("forward-grad", momentum=0.0)
+    a, b, theta0, grad = quadratic()
+    for lr in (0.5, 2.0):
+        theta = torch.nn.Parameter(theta0.clone())
+        opt = optim.build("forward-grad", [theta], lr=lr, momentum=0.0, weight_decay=0.0, seed=7)
+        opt.step(closure_for(opt, theta, a, b))
+        torch.testing.assert_close(theta.detach() - theta0, lr * d1)
+    # an LR scheduler reaches forward-pass optimizers like any torch optimizer
+    for name in ("zo-sgd", "zo-adam", "forward-grad"):
+        theta = torch.nn.Parameter(theta0.clone())
+        opt = optim.build(name, [theta], lr=0.1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 0.0)
+        assert opt.param_groups[0]["lr"] == 0.0
+        opt.step(closure_for(opt, theta, a, b))
+        assert torch.equal(theta.detach(), theta0)
+        del sched
+
+
+def run_steps(opt, theta, a, b, n):
+    closure = closure_for(opt, theta, a, b)
+    for _ in range(n):
+        opt.step(closure)
+    return theta.detach().clone()
+
+
+VARIANTS = [(n, {}) for n in optim.NAMES] + [
+    ("zo-sgd", {"history": 0.5, "sparsity": 0.3, "q": 3}),
+    ("zo-adam", {"sparsity": 0.5, "sparsity_resample": False, "difference": "forward"}),
+    ("forward-grad", {"rule": "adam", "history": 0.2}),
+]
+
+
+@pytest.mark.parametrize("name,hp", VARIANTS)
+def test_same_seed_same_trajectory_other_seed_differs(name, hp):
+    a, b, theta0, _ = quadratic(dtype=torch.float32)
+    runs = []
+    for seed in (0, 0, 1):
+        theta = torch.nn.Parameter(theta0.clone())
+        kwargs = dict(hp) if optim.is_first_order(name) else {**hp, "seed": seed}
+        runs.append(run_steps(optim.build(name, [theta], lr=1e-2, **kwargs), theta, a, b, 5))
+    assert torch.equal(runs[0], runs[1])
+    if not optim.is_first_order(name):
+        assert not torch.equal(runs[0], runs[2])
+
+
+@pytest.mark.parametrize("name,hp", VARIANTS)
+def test_state_dict_mid_run_continues_bit_for_bit(name, hp):
+    a, b, theta0, _ = quadratic(dtype=torch.float32)
+    theta = torch.nn.Parameter(theta0.clone())
+    opt = optim.build(name, [theta], lr=1e-2, **hp)
+    run_steps(opt, theta, a, b, 4)
+    saved_state, saved_theta = copy.deepcopy(opt.state_dict()), theta.detach().clone()
+    straight = run_steps(opt, theta, a, b, 4)
+
+    theta2 = torch.nn.Parameter(saved_theta)
+    other_seed = {} if optim.is_first_order(name) else {"seed": 99}
+    opt2 = optim.build(name, [theta2], lr=1e-2, **{**hp, **other_seed})
+    opt2.load_state_dict(saved_state)
+    resumed = run_steps(opt2, theta2, a, b, 4)
+    assert torch.equal(straight, resumed)
+    assert opt2.forward_passes == opt.forward_passes
+
+
+@pytest.mark.parametrize("name,cls,hp", [
+    ("fo-sgd", torch.optim.SGD, {"momentum": 0.9, "weight_decay": 5e-4}),
+    ("fo-adam", torch.optim.Adam, {"weight_decay": 5e-4}),
+])
+def test_first_order_equals_torch_optim(name, cls, hp):
+    a, b, theta0, _ = quadratic(dtype=torch.float32)
+    ours_theta = torch.nn.Parameter(theta0.clone())
+    ours = run_steps(optim.build(name, [ours_theta], lr=1e-2), ours_theta, a, b, 10)
+    ref_theta = torch.nn.Parameter(theta0.clone())
+    ref = cls([ref_theta], lr=1e-2, **hp)
+    ref.uses_backward = True
+    assert torch.equal(ours, run_steps(ref, ref_theta, a, b, 10))
+
+
+LR = {"fo-sgd": 0.5, "fo-adam": 0.05, "zo-sgd": 0.05, "zo-sgd-sign": 0.02,
+      "zo-sgd-conserve": 0.05, "zo-adam": 0.02, "zo-adam-sign": 0.02,
+      "zo-adam-conserve": 0.02, "forward-grad": 0.05}
+
+
+@pytest.mark.parametrize("name", optim.NAMES)
+def test_every_optimizer_lowers_logistic_regression_loss(name):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 10, generator=g)
+    w_true = torch.randn(10, generator=g)
+    y = (x @ w_true > 0).float()
+    model = torch.nn.Linear(10, 1)
+    with torch.no_grad():
+        model.weight.zero_()
+        model.bias.zero_()
+    opt = optim.build(name, model.parameters(), lr=LR[name])
+
+    def loss_fn():
+        return torch.nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), y)
+
+    def closure():
+        if opt.uses_backward:
+            opt.zero_grad()
+        loss = loss_fn()
+        if opt.uses_backward:
+            loss.backward()
+        return loss
+
+    with torch.no_grad():
+        start = float(loss_fn())
+    for _ in range(150):
+        opt.step(closure)
+    with torch.no_grad():
+        end = float(loss_fn())
+    assert end < 0.75 * start, (start, end)
+
+
+def test_plain_zo_sgd_holds_no_parameter_sized_state_and_momentum_one_buffer():
+    a, b, theta0, _ = quadratic(dtype=torch.float32)
+    theta = torch.nn.Parameter(theta0.clone())
+    opt = optim.build("zo-sgd", [theta], lr=1e-3, q=4, momentum=0.0)
+    run_steps(opt, theta, a, b, 2)
+    assert dict(opt.state[theta]) == {}
+    opt = optim.build("zo-sgd", [theta], lr=1e-3, q=4)
+    run_steps(opt, theta, a, b, 2)
+    assert list(opt.state[theta]) == ["momentum_buffer"]
+
+
+def test_nonfinite_loss_leaves_parameters_untouched():
+    theta = torch.nn.Parameter(torch.ones(4))
+    opt = optim.build("zo-sgd", [theta], lr=1e-2)
+    loss = opt.step(lambda: (theta * float("nan")).sum())
+    assert not torch.isfinite(loss)
+    assert torch.equal(theta.detach(), torch.ones(4))
+
+
+def test_bad_names_and_hparams_list_the_valid_ones():
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    with pytest.raises(ConfigError, match="zo-adam-conserve"):
+        optim.build("zo-sgdd", p)
+    with pytest.raises(ConfigError, match="valid hyper-parameters: .*mu"):
+        optim.build("zo-sgd", p, muu=1e-3)
+    with pytest.raises(ConfigError, match="does not take mu"):
+        optim.build("fo-sgd", p, mu=1e-3)
+    with pytest.raises(ConfigError, match="mu must be > 0"):
+        optim.build("zo-sgd", p, mu=0.0)
+    with pytest.raises(ConfigError, match="perturbation"):
+        optim.build("zo-sgd", p, perturbation="uniform")
+    assert set(optim.NAMES) == {"fo-sgd", "fo-adam", "zo-sgd", "zo-sgd-sign", "zo-sgd-conserve",
+                                "zo-adam", "zo-adam-sign", "zo-adam-conserve", "forward-grad"}
+
+
+def test_hybrid_schedule():
+    sched = optim.HybridSchedule(2)
+    assert [sched.use_first_order(e) for e in range(4)] == [True, True, False, False]
+    assert optim.fo_counterpart("zo-adam-sign") == "fo-adam"
+    assert optim.fo_counterpart("forward-grad") == "fo-sgd"
+    with pytest.raises(ValueError):
+        optim.HybridSchedule(-1)

@@ -1,0 +1,51 @@
+"""Forward-Grad: the directional derivative ∇f·v from one forward-mode jvp, no backward.
+
+    g = (1/q) sum_i (∇f(θ)·v_i) v_i,   v_i ~ N(0, I) (or Rademacher), seeded like SPSA's z_i.
+
+E[(∇f·v) v] = ∇f, so the estimate is unbiased; it needs no mu. The closure is zero-argument, so
+the tangent is attached by swapping each trainable tensor with a dual tensor for the duration of
+the call (``torch.utils.swap_tensors``; assigning ``p.data`` a dual tensor loses the tangent).
+One jvp counts as one forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.autograd.forward_ad as fwAD
+
+from zeroflow.optim.perturb import DirectionSampler
+from zeroflow.optim.spsa import Estimate
+
+
+def jvp_evaluate(
+    closure: Callable[[], torch.Tensor],
+    params: Sequence[torch.Tensor],
+    sampler: DirectionSampler,
+    seeds: Sequence[int],
+) -> Estimate:
+    """Evaluate ∇f(θ)·v_i for each direction seed; returns the scalars and f(θ)."""
+    scalars: list[float] = []
+    f0 = float("nan")
+    with torch.no_grad():
+        for seed in seeds:
+            with fwAD.dual_level():
+                duals = [fwAD.make_dual(p.detach(), sampler.block(seed, k, p))
+                         for k, p in enumerate(params)]
+                for p, d in zip(params, duals):
+                    torch.utils.swap_tensors(p, d)
+                try:
+                    out = closure()
+                finally:
+                    for p, d in zip(params, duals):
+                        torch.utils.swap_tensors(p, d)
+                primal, tangent = fwAD.unpack_dual(out)
+                if tangent is None:
+                    raise RuntimeError(
+                        "forward-grad: the closure's loss does not depend on the trainable "
+                        "tensors through forward-mode AD; check that it uses them"
+                    )
+                f0 = float(primal)
+                scalars.append(float(tangent))
+    return Estimate(list(seeds), scalars, f0, f0)

@@ -1,0 +1,280 @@
+"""Forward-pass optimizers: a gradient estimate (SPSA or Forward-Grad) fed to SGD or Adam.
+
+One class covers the seven forward-pass optimizers of the ZeroFlow benchmark; the registry in
+``zeroflow.optim`` fixes the options that make each named variant. A step has two halves that
+can run apart (query workers run the first, every replica runs the second):
+
+* ``evaluate(closure, seeds) -> Estimate``: the projected-gradient scalars of the directions;
+* ``apply(estimate, closure=None)``: the update from (seed, scalar) pairs.
+
+``step(closure)`` is the two back to back and returns the loss. The closure is zero-argument,
+returns a scalar loss tensor, and is called under ``torch.no_grad()`` (forward-grad: under
+forward-mode AD); it must not call backward.
+
+Update of a tensor θ_k from the estimate ĝ_k (all in one pass over the tensors, so scratch memory
+is O(largest tensor); no parameter-sized buffer beyond the rule's own state):
+
+1. ĝ_k = (1/q) sum_i c_i z_ik, with c_i the scalar, or sign(c_i) for ``sign="projected"``
+   (the paper's code: sign of each projected scalar times its direction);
+2. ``history`` α: ĝ_k <- (1 - α) ĝ_k + α ĝ_k(prev step) (paper Enhancement 2; stored state);
+3. ``sign="elementwise"``: ĝ_k <- sign(ĝ_k) per coordinate (ZO-signSGD), after smoothing;
+4. weight decay as torch's L2 form: ĝ_k += weight_decay θ_k;
+5. the rule: SGD with momentum (torch.optim.SGD's formula: buf = m·buf + ĝ, first step buf = ĝ)
+   or Adam (torch.optim.Adam's formula with bias correction); θ_k <- θ_k - lr u_k.
+
+Conserve (``conserve=True``): with the proposed update u, evaluate f(θ - lr u) and f(θ + lr u)
+and keep the best of {θ, θ - lr u, θ + lr u} (ties keep the earlier). The rule's state advances
+once, for the kept candidate only: θ - lr u commits the new state; θ + lr u commits it with the
+first moment negated (momentum buffer / Adam's m), which is exactly the state whose update is
+-u; keeping θ leaves the rule's state untouched. f(θ) comes from the estimate when it was
+evaluated (forward differences, forward-grad), else costs one pass: central q = 1 costs 5 passes.
+
+Determinism: direction i of step t has seed derive_seed(seed, t, i); everything random is drawn
+by private generators from such seeds, and the step counter travels in ``state_dict()``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from zeroflow.optim.forward_grad import jvp_evaluate
+from zeroflow.optim.perturb import DirectionSampler
+from zeroflow.optim.spsa import DIFFERENCES, Estimate, Restorer, spsa_evaluate
+from zeroflow.seeding import derive_seed
+
+RULES = ("sgd", "adam")
+SIGNS = (None, "projected", "elementwise")
+ESTIMATORS = ("spsa", "jvp")
+_COUNTERS = "zeroflow"  # non-parameter key of ``self.state``: travels in state_dict()
+
+
+class CountingOptimizer:
+    """Mixin: a forward-pass counter and a step counter kept in ``state`` so they round-trip."""
+
+    def _counters(self) -> dict:
+        return self.state.setdefault(_COUNTERS, {"forward_passes": 0, "step": 0})
+
+    @property
+    def forward_passes(self) -> int:
+        """Closure evaluations so far (one jvp counts one)."""
+        return self._counters()["forward_passes"]
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's load, with the counters copied (torch would share the saved dict)."""
+        super().load_state_dict(state_dict)
+        self.state[_COUNTERS] = dict(state_dict["state"].get(_COUNTERS, self._counters()))
+
+    def _counted(self, closure: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+        counters = self._counters()
+
+        def counted():
+            counters["forward_passes"] += 1
+            return closure()
+
+        return counted
+
+
+class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
+    """A forward-pass optimizer (see the module docstring for the exact math).
+
+    lr: learning rate (param groups may differ; LR schedulers work as with any torch optimizer).
+    mu: perturbation scale of SPSA. q: directions per step. seed: the seed of every direction.
+    estimator: ``spsa`` or ``jvp`` (Forward-Grad). difference: ``central`` (2q passes) or
+        ``forward`` (q + 1 passes: one f(θ) shared by the q queries).
+    perturbation: ``gaussian`` or ``rademacher``. rule: ``sgd`` (momentum, weight_decay) or
+        ``adam`` (betas, eps, weight_decay). sign: None, ``projected`` or ``elementwise``.
+    conserve: keep the best of three candidates. history: α in [0, 1). sparsity: s in [0, 1),
+        sparsity_resample: see ``DirectionSampler``. exact_restore: see ``zeroflow.optim.spsa``.
+    """
+
+    uses_backward = False
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        *,
+        mu: float = 1e-3,
+        q: int = 1,
+        seed: int = 0,
+        estimator: str = "spsa",
+        difference: str = "central",
+        perturbation: str = "gaussian",
+        rule: str = "sgd",
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        sign: str | None = None,
+        conserve: bool = False,
+        history: float = 0.0,
+        sparsity: float = 0.0,
+        sparsity_resample: bool = True,
+        exact_restore: bool = True,
+    ):
+        if not lr >= 0.0:
+            raise ValueError(f"lr must be >= 0, got {lr}")
+        if not mu > 0.0:
+            raise ValueError(f"mu must be > 0, got {mu}")
+        if int(q) != q or q < 1:
+            raise ValueError(f"q must be a positive integer, got {q}")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        if difference not in DIFFERENCES:
+            raise ValueError(f"difference must be one of {DIFFERENCES}, got {difference!r}")
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+        if sign not in SIGNS:
+            raise ValueError(f"sign must be one of {SIGNS}, got {sign!r}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"betas must be in [0, 1), got {betas}")
+        if not eps > 0.0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        if not 0.0 <= history < 1.0:
+            raise ValueError(f"history must be in [0, 1), got {history}")
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                        betas=tuple(betas), eps=eps)
+        super().__init__(params, defaults)
+        self.mu, self.q, self.seed = float(mu), int(q), int(seed)
+        self.estimator, self.difference, self.rule = estimator, difference, rule
+        self.sign, self.conserve, self.history = sign, bool(conserve), float(history)
+        self.exact_restore = bool(exact_restore)
+        self.sampler = DirectionSampler(perturbation, sparsity, sparsity_resample, seed)
+        self._counters()["seed"] = self.seed
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.seed = self.sampler.seed = int(self._counters().get("seed", self.seed))
+
+    # ----------------------------------------------------------------------------- helpers
+    def _params(self) -> list[torch.Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def direction_seeds(self) -> list[int]:
+        """Seeds of this step's q directions: derive_seed(seed, step, i)."""
+        step = self._counters()["step"]
+        return [derive_seed(self.seed, step, i) for i in range(self.q)]
+
+    # ----------------------------------------------------------------------------- halves
+    def evaluate(self, closure: Callable[[], torch.Tensor], seeds: list[int]) -> Estimate:
+        """The evaluate half: projected-gradient scalars for ``seeds``; θ unchanged."""
+        counted = self._counted(closure)
+        if self.estimator == "jvp":
+            return jvp_evaluate(counted, self._params(), self.sampler, seeds)
+        return spsa_evaluate(counted, self._params(), self.sampler, seeds, self.mu,
+                             self.difference, self.exact_restore)
+
+    @torch.no_grad()
+    def apply(self, estimate: Estimate, closure: Callable[[], torch.Tensor] | None = None):
+        """The apply half: update θ and the rule's state from (seed, scalar) pairs.
+
+        A non-finite scalar leaves θ and the state untouched (the caller sees the NaN loss).
+        Conserve needs the closure to compare candidates.
+        """
+        counters = self._counters()
+        counters["step"] += 1
+        if not all(math.isfinite(c) for c in estimate.scalars):
+            return
+        coeffs = estimate.scalars
+        if self.sign == "projected":
+            coeffs = [math.copysign(1.0, c) if c != 0 else 0.0 for c in coeffs]
+        coeffs = [c / len(estimate.seeds) for c in coeffs]
+        if not self.conserve:
+            self._update(estimate.seeds, coeffs, direction=-1.0, commit=+1)
+            return
+        if closure is None:
+            raise ValueError("conserve needs the closure in apply(estimate, closure)")
+        counted = self._counted(closure)
+        params = self._params()
+        restorer = Restorer(params, exact=True)
+        f0 = estimate.f0 if estimate.f0 is not None else float(counted())
+        best, best_f = 0, f0
+        for candidate in (-1.0, +1.0):  # θ - lr u, then θ + lr u
+            self._update(estimate.seeds, coeffs, direction=candidate, commit=0)
+            f = float(counted())
+            if f < best_f:
+                best, best_f = candidate, f
+            restorer.restore(self.sampler, 0, 0.0)
+        if best != 0:
+            self._update(estimate.seeds, coeffs, direction=best, commit=-best)
+
+    def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """One full step (evaluate then apply); returns the loss estimate as a tensor."""
+        if closure is None:
+            raise ValueError("forward-pass optimizers need a closure that returns the loss")
+        estimate = self.evaluate(closure, self.direction_seeds())
+        self.apply(estimate, closure)
+        return torch.tensor(estimate.loss)
+
+    # ----------------------------------------------------------------------------- the rule
+    def _update(self, seeds: list[int], coeffs: list[float], direction: float, commit: int):
+        """θ <- θ + direction · lr · u for every tensor.
+
+        commit: +1 stores the rule's new state, -1 stores it with the first moment negated,
+        0 stores nothing (a Conserve candidate being tried).
+        """
+        k = 0
+        for group in self.param_groups:
+            lr, wd = group["lr"], group["weight_decay"]
+            for p in group["params"]:
+                g = self.sampler.combine(seeds, coeffs, k, p)
+                k += 1
+                state = self.state[p]
+                if self.history > 0:
+                    prev = state.get("history")
+                    if prev is not None:
+                        g.mul_(1 - self.history).add_(prev, alpha=self.history)
+                    if commit:
+                        state["history"] = g.clone()
+                if self.sign == "elementwise":
+                    g = g.sign()
+                if wd:
+                    g.add_(p, alpha=wd)
+                if self.rule == "sgd":
+                    u = self._sgd(group, state, g, commit)
+                else:
+                    u = self._adam(group, state, g, commit)
+                p.add_(u, alpha=direction * lr)
+
+    @staticmethod
+    def _sgd(group: dict, state: dict, g: torch.Tensor, commit: int) -> torch.Tensor:
+        m = group["momentum"]
+        if m == 0:
+            return g
+        buf = state.get("momentum_buffer")
+        if buf is None:
+            u = g
+        elif commit > 0:
+            u = buf.mul_(m).add_(g)  # in place: no second buffer on the common path
+        else:
+            u = buf.mul(m).add_(g)
+        if commit:
+            state["momentum_buffer"] = u if commit > 0 else u.neg()
+        return u
+
+    @staticmethod
+    def _adam(group: dict, state: dict, g: torch.Tensor, commit: int) -> torch.Tensor:
+        beta1, beta2 = group["betas"]
+        t = state.get("step", 0) + 1
+        m, v = state.get("exp_avg"), state.get("exp_avg_sq")
+        if m is None:
+            m, v = torch.zeros_like(g), torch.zeros_like(g)
+        elif commit <= 0:
+            m, v = m.clone(), v.clone()
+        m.mul_(beta1).add_(g, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        bias1 = 1 - beta1**t
+        bias2_sqrt = math.sqrt(1 - beta2**t)
+        u = (m / bias1).div_(v.sqrt().div_(bias2_sqrt).add_(group["eps"]))
+        if commit:
+            state["step"] = t
+            state["exp_avg"] = m if commit > 0 else m.neg_()
+            state["exp_avg_sq"] = v
+        return u
