@@ -96,6 +96,14 @@ def test_sparsity_zeroes_exact_fraction_and_resamples():
     assert torch.equal(fixed.block(1, 0, like) == 0, fixed.block(2, 0, like) == 0)
 
 
+def counting(closure, calls):
+    def counted():
+        calls.append(1)
+        return closure()
+
+    return counted
+
+
 def expected_passes(name, q, difference="central"):
     if not name.startswith(("zo", "forward")):
         return 1
@@ -119,13 +127,8 @@ def test_exact_forward_pass_counts(name, q):
         theta = torch.nn.Parameter(theta0.clone())
         opt = optim.build(name, [theta], lr=1e-3, **kwargs)
         calls = []
-        inner = closure_for(opt, theta, a, b)
-
-        def closure():
-            calls.append(1)
-            return inner()
-
-        for step in range(3):
+        closure = counting(closure_for(opt, theta, a, b), calls)
+        for _ in range(3):
             before = len(calls)
             opt.step(closure)
             assert len(calls) - before == expected_passes(name, q, difference)
