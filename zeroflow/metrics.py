@@ -1,0 +1,125 @@
+"""The accuracy matrix and what derives from it, plus memory, forward-pass and time meters.
+
+Definitions (PILOT's, which the ZeroFlow paper inherits), with tasks 0..T:
+
+* ``a[t, j]``: top-1 accuracy (%) on the test images of task j's classes after training task t
+  (j <= t), predicting over all classes seen so far (no task id);
+* accuracy after task t: top-1 over every test image of every class seen so far
+  (sample-weighted);
+* avg: the mean of that over all tasks, the last included; last: its value after task T;
+* forgetting (the "max over the past" form): mean over j < T of
+  ``max_{j <= t <= T} a[t, j] - a[T, j]``; 0 after the first task (nothing to forget yet).
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+class AccuracyMatrix:
+    """``a[t, j]`` per task pair and the seen-class accuracy after each task."""
+
+    def __init__(self, n_tasks: int):
+        self.n_tasks = n_tasks
+        self.a = np.full((n_tasks, n_tasks), np.nan)
+        self.seen = np.full(n_tasks, np.nan)
+
+    def record(self, t: int, per_task: list[float], seen: float) -> None:
+        if len(per_task) != t + 1:
+            raise ValueError(f"task {t} needs {t + 1} per-task accuracies, got {len(per_task)}")
+        self.a[t, : t + 1] = per_task
+        self.seen[t] = seen
+
+    @property
+    def done(self) -> int:
+        """Number of tasks recorded."""
+        return int(np.sum(~np.isnan(self.seen)))
+
+    def avg(self, upto: int | None = None) -> float:
+        t = self.done - 1 if upto is None else upto
+        return float(np.mean(self.seen[: t + 1]))
+
+    def last(self, upto: int | None = None) -> float:
+        t = self.done - 1 if upto is None else upto
+        return float(self.seen[t])
+
+    def forgetting(self, upto: int | None = None) -> float:
+        t = self.done - 1 if upto is None else upto
+        if t <= 0:
+            return 0.0
+        drops = [np.max(self.a[j : t + 1, j]) - self.a[t, j] for j in range(t)]
+        return float(np.mean(drops))
+
+    def to_rows(self) -> list[list[float]]:
+        """Rows "after task t", columns "task j"; empty cells are NaN."""
+        return self.a.tolist()
+
+    def to_csv(self) -> str:
+        header = "after_task," + ",".join(f"task_{j}" for j in range(self.n_tasks)) + ",seen"
+        lines = [header]
+        for t in range(self.done):
+            cells = ["" if math.isnan(v) else f"{v:.4f}" for v in self.a[t]]
+            lines.append(f"{t}," + ",".join(cells) + f",{self.seen[t]:.4f}")
+        return "\n".join(lines) + "\n"
+
+    def state_dict(self) -> dict:
+        return {"a": self.a.copy(), "seen": self.seen.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.a, self.seen = np.array(state["a"]), np.array(state["seen"])
+
+
+def accuracy_by_task(
+    predictions: torch.Tensor, labels: torch.Tensor, task_of_label: torch.Tensor, n_seen_tasks: int
+) -> tuple[list[float], float]:
+    """(per-task accuracies %, overall %) for one evaluation on all seen classes."""
+    correct = predictions == labels
+    tasks = task_of_label[labels]
+    per_task = []
+    for j in range(n_seen_tasks):
+        mask = tasks == j
+        per_task.append(100.0 * float(correct[mask].float().mean()) if mask.any() else math.nan)
+    return per_task, 100.0 * float(correct.float().mean())
+
+
+class PeakMemory:
+    """Peak memory in MB: CUDA ``max_memory_allocated`` on GPU; process peak RSS on CPU.
+
+    The label says which one it is, since they are different quantities. Peak RSS is the whole
+    process's high-water mark (Python and libraries included) and cannot be reset.
+    """
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.label = "cuda_max_allocated" if self.cuda else "cpu_peak_rss"
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        self.device = device
+
+    def peak_mb(self) -> float:
+        if self.cuda:
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+class Stopwatch:
+    """Wall time of a span, with a step counter for time per step."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.steps = 0
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+    @property
+    def per_step(self) -> float:
+        return self.seconds / self.steps if self.steps else 0.0
