@@ -10,6 +10,7 @@ DataLoader worker produced it.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import pickle
@@ -65,6 +66,10 @@ class DigitsDataset(Dataset):
     def set_epoch(self, seed: int, epoch: int) -> None:
         """No-op: digits have no random augmentation."""
 
+    def eval_view(self) -> DigitsDataset:
+        """The same images without augmentation: digits have none, so itself."""
+        return self
+
 
 class ImageDataset(Dataset):
     """PIL-image dataset with the reference train/test transforms.
@@ -87,6 +92,12 @@ class ImageDataset(Dataset):
     def set_epoch(self, seed: int, epoch: int) -> None:
         """Select the augmentation stream: sample i of this epoch uses (seed, epoch, i)."""
         self.seed, self.epoch = int(seed), int(epoch)
+
+    def eval_view(self) -> ImageDataset:
+        """A view of the same images with the test transform (no augmentation)."""
+        view = copy.copy(self)
+        view.train, view.transform = False, TestTransform(self.image_size)
+        return view
 
     def load_image(self, index: int) -> Image.Image:
         raise NotImplementedError

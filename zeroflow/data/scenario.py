@@ -126,9 +126,11 @@ class Scenario:
         mask = (labels >= classes.start) & (labels < classes.stop)
         return ScenarioSubset(base, np.flatnonzero(mask), self._label_map, classes)
 
-    def train_set(self, t: int) -> ScenarioSubset:
-        """Training samples of task ``t``'s classes."""
-        return self._subset(self.train, self._train_labels, self.task_classes(t))
+    def train_set(self, t: int, augment: bool = True) -> ScenarioSubset:
+        """Training samples of task ``t``'s classes; ``augment=False`` gives them the test
+        transform (what prototypes are computed from)."""
+        base = self.train if augment else self.train.eval_view()
+        return self._subset(base, self._train_labels, self.task_classes(t))
 
     def test_set(self, t: int) -> ScenarioSubset:
         """Test samples of task ``t``'s classes only."""

@@ -1,0 +1,25 @@
+"""Continual-learning methods, each a ``Learner`` (see ``base.py``), behind one registry."""
+
+from __future__ import annotations
+
+from zeroflow.errors import ConfigError
+from zeroflow.methods.aper import Aper
+from zeroflow.methods.base import Learner, ParamGroup
+from zeroflow.methods.ease import Ease
+from zeroflow.methods.finetune import Finetune
+from zeroflow.methods.zofc import ZOFC
+
+METHODS: dict[str, type[Learner]] = {"ease": Ease, "aper": Aper, "finetune": Finetune,
+                                     "zofc": ZOFC}
+
+
+def create_learner(name: str, model, scenario, config) -> Learner:
+    """The learner of method ``name`` over ``model`` (an ``AdaptedViT``) and ``scenario``."""
+    try:
+        cls = METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}") from None
+    return cls(model, scenario, config)
+
+
+__all__ = ["METHODS", "Learner", "ParamGroup", "create_learner"]

@@ -10,6 +10,7 @@ One jvp counts as one forward pass.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -28,7 +29,9 @@ def jvp_evaluate(
     """Evaluate ∇f(θ)·v_i for each direction seed; returns the scalars and f(θ)."""
     scalars: list[float] = []
     f0 = float("nan")
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch's first make_dual loads jvp decompositions through deprecated torch.jit.script
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
         for seed in seeds:
             with fwAD.dual_level():
                 duals = [fwAD.make_dual(p.detach(), sampler.block(seed, k, p))

@@ -1,0 +1,150 @@
+"""``zeroflow run | sweep | resume | ui``: thin argument parsing over the modules that do the work.
+
+Every project error is printed as one line (``error: ...``) with exit status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from zeroflow.errors import ZeroflowError
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).rjust(w) for c, w in zip(r, widths))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def format_result(result) -> str:
+    """The per-task accuracy table and the summary lines of a finished trial."""
+    m = result.matrix
+    header = ["after task", *[f"T{j}" for j in range(m.n_tasks)], "seen", "fgt"]
+    rows = []
+    for t in range(m.done):
+        cells = ["" if math.isnan(v) else f"{v:.1f}" for v in m.a[t]]
+        rows.append([str(t), *cells, f"{m.seen[t]:.2f}", f"{m.forgetting(t):.2f}"])
+    s = result.summary
+    c = result.config
+    mem_label = "GPU max allocated" if c.device.startswith("cuda") else "peak RSS"
+    lines = [
+        _table(rows, header),
+        "",
+        f"{c.method} / {c.optimizer} on {c.dataset} ({m.n_tasks} tasks, backbone {c.backbone})",
+        f"avg accuracy   {s['avg']:.2f} %",
+        f"last accuracy  {s['last']:.2f} %",
+        f"forgetting     {s['forgetting']:.2f} %",
+        f"peak memory    {s['peak_memory_mb']:.0f} MB ({mem_label})",
+        f"forward passes {int(s['forward_passes'])} in {int(s['steps'])} steps",
+        f"train time     {s['train_seconds']:.1f} s",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_run(args) -> int:
+    from zeroflow.config import load_config
+    from zeroflow.trial import run_trial
+
+    path = None
+    overrides = list(args.items)
+    if overrides and "=" not in overrides[0]:
+        path = overrides.pop(0)
+    config = load_config(path, overrides)
+    result = run_trial(config, checkpoint_dir=args.checkpoint_dir,
+                       log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(format_result(result))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="zeroflow", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one trial (no Ray): zeroflow run [CONFIG.yaml] [k=v ...]")
+    run.add_argument("items", nargs="*", metavar="CONFIG.yaml | key=value",
+                     help="an optional YAML config file, then key=value overrides")
+    run.add_argument("--checkpoint-dir", default=None,
+                     help="write a checkpoint after every task here, and resume from it")
+    run.set_defaults(func=cmd_run)
+
+    _add_sweep_commands(sub)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ZeroflowError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _add_sweep_commands(sub) -> None:
+    """``sweep``, ``resume`` and ``ui`` (Ray Tune and MLflow are imported only when used)."""
+    sweep = sub.add_parser("sweep", help="run a Ray Tune sweep: zeroflow sweep SPACE.yaml")
+    sweep.add_argument("space", help="a tune_spaces YAML file")
+    sweep.add_argument("--name", help="sweep name (default: the space's name)")
+    sweep.add_argument("--storage", help="where Ray keeps the sweep (default ./zeroflow_runs)")
+    sweep.add_argument("--address", help="Ray cluster: auto or HOST:PORT (default: local)")
+    sweep.set_defaults(func=cmd_sweep)
+
+    resume = sub.add_parser("resume", help="finish an interrupted sweep: zeroflow resume NAME")
+    resume.add_argument("sweep", metavar="NAME|PATH")
+    resume.add_argument("--storage", help="where the sweep lives (default ./zeroflow_runs)")
+    resume.add_argument("--address", help="Ray cluster: auto or HOST:PORT (default: local)")
+    resume.set_defaults(func=cmd_resume)
+
+    ui = sub.add_parser("ui", help="the MLflow UI over this project's runs")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=cmd_ui)
+
+
+def _print_summary(results, space) -> int:
+    from zeroflow.sweep import summary_table
+    from zeroflow.tracking import default_tracking_uri
+
+    table = summary_table(results, space.varying)
+    print()
+    print(f"sweep {space.name}: {len(results)} trials, {results.num_errors} errored")
+    if len(table):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(f"\nbrowse every run: zeroflow ui   (MLflow store: {default_tracking_uri()})")
+    return 1 if results.num_errors else 0
+
+
+def cmd_sweep(args) -> int:
+    from zeroflow.sweep import run_sweep
+
+    results, space = run_sweep(args.space, name=args.name, storage=args.storage,
+                               address=args.address)
+    return _print_summary(results, space)
+
+
+def cmd_resume(args) -> int:
+    from zeroflow.sweep import resume_sweep
+
+    results, space = resume_sweep(args.sweep, storage=args.storage, address=args.address)
+    return _print_summary(results, space)
+
+
+def cmd_ui(args) -> int:
+    import subprocess
+
+    from zeroflow.tracking import default_tracking_uri
+
+    uri = default_tracking_uri()
+    url = f"http://127.0.0.1:{args.port}"
+    print(f"MLflow UI for {uri} at {url}  (Ctrl-C stops it)", flush=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+           "--host", "127.0.0.1", "--port", str(args.port)]
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

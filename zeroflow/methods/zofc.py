@@ -1,0 +1,47 @@
+"""ZO-FC (arXiv 2510.21019): a forward-pass-trained adapter under a first-order classifier.
+
+One adapter set, shared by all tasks, is trained with the trial's (forward-pass) optimizer; a
+linear classifier over all seen classes is trained with FO-SGD on the same batch in the same
+step. The adapter's tensors do not require grad, so the classifier's backward stops at the
+features: the memory of backpropagation is that of one linear layer. As in the reference code,
+the logits of earlier tasks' classes are masked out of the training loss.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from zeroflow.methods.base import Learner, ParamGroup
+from zeroflow.methods.finetune import GrowingLinear
+
+
+class ZOFC(Learner):
+    def __init__(self, model, scenario, config):
+        super().__init__(model, scenario, config)
+        self.head = GrowingLinear(model.embed_dim)
+
+    def before_task(self, task: int) -> None:
+        super().before_task(task)
+        if task == 0:
+            self.model.add_adapter_set(self.config.adapter_bottleneck)
+        self.head.grow(self.seen(task), self.generator(task))
+
+    def param_groups(self) -> list[ParamGroup]:
+        return [
+            ParamGroup("adapter", list(self.model.adapter_sets[0].parameters())),
+            ParamGroup("classifier", list(self.head.parameters()), optimizer="fo-sgd",
+                       lr=self.config.fc_lr),
+        ]
+
+    def loss(self, x, y):
+        logits = self.head(self.model.features(x, 0))
+        start = self.scenario.task_classes(self.task).start
+        if start:
+            logits = logits.masked_fill(
+                torch.arange(logits.shape[1], device=logits.device) < start, float("-inf"))
+        return F.cross_entropy(logits, y)
+
+    @torch.no_grad()
+    def predict(self, x):
+        return self.head(self.model.features(x, 0))

@@ -1,0 +1,454 @@
+"""A ``tune_spaces`` file → a Ray Tune sweep over ``run_trial``, tracked in MLflow; and resume.
+
+Space files are YAML (read with ``yaml.safe_load``, never evaluated) and validated in full,
+every trial config included, before anything starts or is written::
+
+    name: quickstart
+    base: {dataset: digits, epochs: 3}                         # fixed trial keys
+    grid: {optimizer: [fo-sgd, zo-sgd], method: [ease, aper]}  # tune.grid_search per key
+    sample: {lr: {loguniform: [1.0e-4, 1.0e-1]}}               # optional, with run.num_samples
+    resources: {cpu: 1, gpu: 0}                                # per trial
+    run: {max_failures: 2, max_concurrent: 2, num_samples: 1}
+
+``run.num_samples`` doubles as seeds: without a ``sample`` section (and no ``seed`` in the grid)
+every grid point runs with seeds base.seed, base.seed + 1, ...; with one, Ray draws
+``num_samples`` configurations per grid point.
+
+Each trial reports after every task with a checkpoint (``tune.report(..., checkpoint=...)``), so
+a retried trial restarts from its last finished task. MLflow is written by the driver only
+(``MLflowSweepCallback``), and a restored sweep continues its trials' runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zeroflow.config import TrialConfig, check_keys, make_config
+from zeroflow.errors import ConfigError
+
+SPACE_KEYS = ("name", "description", "base", "grid", "sample", "resources", "run")
+RUN_KEYS = {"max_failures": 0, "max_concurrent": 1, "num_samples": 1}
+RESOURCE_KEYS = ("cpu", "gpu")
+SAMPLERS = {"loguniform": 2, "uniform": 2, "randint": 2, "choice": None}
+DEFAULT_STORAGE = "zeroflow_runs"
+SPACE_COPY = "zeroflow_space.yaml"  # the space file, kept beside Ray's experiment state
+FAULT_ENV = "ZEROFLOW_INJECT_FAULT"  # test hook: "raise|kill:<task>:<marker file>"
+
+
+@dataclass
+class Space:
+    """A validated sweep space."""
+
+    name: str
+    base: dict[str, Any]
+    grid: dict[str, list]
+    sample: dict[str, dict[str, list]]
+    resources: dict[str, float]
+    run: dict[str, int]
+    text: str = ""
+    configs: list[TrialConfig] = field(default_factory=list)
+
+    @property
+    def seeds_from_samples(self) -> bool:
+        return not self.sample and "seed" not in self.grid
+
+    def param_space(self) -> dict[str, Any]:
+        from ray import tune
+
+        space: dict[str, Any] = dict(self.base)
+        grid = dict(self.grid)
+        if self.seeds_from_samples:
+            base_seed = int(self.base.get("seed", 0))
+            grid["seed"] = [base_seed + i for i in range(self.run["num_samples"])]
+        for key, values in grid.items():
+            space[key] = tune.grid_search(list(values))
+        for key, spec in self.sample.items():
+            (kind, args), = spec.items()
+            space[key] = {"loguniform": tune.loguniform, "uniform": tune.uniform,
+                          "randint": tune.randint}[kind](*args) if kind != "choice" else (
+                tune.choice(list(args)))
+        return space
+
+    @property
+    def num_samples(self) -> int:
+        return 1 if self.seeds_from_samples else self.run["num_samples"]
+
+    @property
+    def varying(self) -> list[str]:
+        keys = list(self.grid) + list(self.sample)
+        if self.seeds_from_samples and self.run["num_samples"] > 1:
+            keys.append("seed")
+        return keys
+
+
+def _fail(path, msg: str):
+    raise ConfigError(f"{path}: {msg}")
+
+
+def load_space(path: str | os.PathLike, name: str | None = None) -> Space:
+    """Read and validate a space file; every trial config is checked before returning."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"space file {path} does not exist; see tune_spaces/ for examples"
+                          ) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        _fail(path, "not valid YAML: " + " ".join(str(err).split()))
+    if not isinstance(raw, dict):
+        _fail(path, "must be a mapping with keys " + ", ".join(SPACE_KEYS))
+    unknown = sorted(set(raw) - set(SPACE_KEYS))
+    if unknown:
+        _fail(path, f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(SPACE_KEYS)}")
+    base = raw.get("base") or {}
+    grid = raw.get("grid") or {}
+    sample = raw.get("sample") or {}
+    for section, value in (("base", base), ("grid", grid), ("sample", sample)):
+        if not isinstance(value, dict):
+            _fail(path, f"'{section}' must be a mapping of trial keys")
+        try:
+            check_keys(value, where=f"{section}")
+        except ConfigError as err:
+            _fail(path, str(err))
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            _fail(path, f"grid.{key} must be a non-empty list of values")
+    overlap = sorted((set(base) & set(grid)) | (set(base) & set(sample)) | (set(grid) & set(
+        sample)))
+    if overlap:
+        _fail(path, f"key(s) {', '.join(overlap)} appear in more than one of base/grid/sample")
+    for key, spec in sample.items():
+        _check_sampler(path, key, spec)
+    resources = {"cpu": 1.0, "gpu": 0.0, **(raw.get("resources") or {})}
+    bad = sorted(set(resources) - set(RESOURCE_KEYS))
+    if bad:
+        _fail(path, f"unknown resources key(s) {', '.join(bad)}; allowed: cpu, gpu")
+    for key, value in resources.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
+                key == "cpu" and value == 0):
+            _fail(path, f"resources.{key}={value!r} must be a number "
+                  + ("> 0" if key == "cpu" else ">= 0"))
+    run = {"max_failures": 2, "max_concurrent": 2, "num_samples": 1, **(raw.get("run") or {})}
+    bad = sorted(set(run) - set(RUN_KEYS))
+    if bad:
+        _fail(path, f"unknown run key(s) {', '.join(bad)}; allowed: {', '.join(RUN_KEYS)}")
+    for key, lo in RUN_KEYS.items():
+        value = run[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            _fail(path, f"run.{key}={value!r} must be an integer >= {lo}")
+    space_name = name or raw.get("name") or path.stem
+    if not isinstance(space_name, str) or not space_name.replace("-", "").replace(
+            "_", "").isalnum():
+        _fail(path, f"name {space_name!r} must be letters, digits, '-' or '_'")
+    space = Space(space_name, base, grid, sample, resources, run, text)
+    space.configs = _expand(path, space)
+    return space
+
+
+def _check_sampler(path, key: str, spec) -> None:
+    if not isinstance(spec, dict) or len(spec) != 1:
+        _fail(path, f"sample.{key} must be one of {{{', '.join(SAMPLERS)}: [...]}}")
+    (kind, args), = spec.items()
+    if kind not in SAMPLERS:
+        _fail(path, f"sample.{key}: unknown sampler {kind!r}; use one of {', '.join(SAMPLERS)}")
+    if not isinstance(args, list) or not args:
+        _fail(path, f"sample.{key}.{kind} must be a list")
+    if SAMPLERS[kind] is not None:
+        if len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool)
+                                     for a in args):
+            _fail(path, f"sample.{key}.{kind} must be [low, high] numbers")
+        lo, hi = args
+        if not lo < hi:
+            _fail(path, f"sample.{key}.{kind}: low {lo} must be below high {hi}")
+        if kind == "loguniform" and lo <= 0:
+            _fail(path, f"sample.{key}.loguniform: low {lo} must be > 0")
+
+
+def _expand(path, space: Space) -> list[TrialConfig]:
+    """Every grid point, with each sampler's extreme values, as a validated TrialConfig."""
+    keys = list(space.grid)
+    choices = [space.grid[k] for k in keys]
+    for key, spec in space.sample.items():
+        (kind, args), = spec.items()
+        keys.append(key)
+        choices.append(list(args) if kind == "choice" else (
+            [args[0], args[1] - 1] if kind == "randint" else list(args)))
+    configs = []
+    for values in itertools.product(*choices) if keys else [()]:
+        try:
+            configs.append(make_config({**space.base, **dict(zip(keys, values))}))
+        except ConfigError as err:
+            point = ", ".join(f"{k}={v}" for k, v in zip(keys, values))
+            _fail(path, f"{err}" + (f" (at {point})" if point else ""))
+    return configs
+
+
+# ---------------------------------------------------------------------------------- trainable
+def _maybe_inject_fault(task: int) -> None:
+    """Test hook: die once (raise or SIGKILL) at the start of task ``task``'s second epoch."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    kind, at, marker = spec.split(":", 2)
+    if int(at) != task or os.path.exists(marker):
+        return
+    Path(marker).write_text(kind)
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError(f"injected fault in task {task}")
+
+
+def zeroflow_trainable(config: dict) -> None:
+    """Ray Tune function trainable: ``run_trial`` with a checkpoint reported after each task."""
+    from ray import tune
+
+    from zeroflow.trial import CHECKPOINT_FILE, run_trial
+
+    resume_from = None
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        resume_from = restored.to_directory(tempfile.mkdtemp(prefix="zf_restore_"))
+    workdir = tempfile.mkdtemp(prefix="zf_trial_")
+
+    def report(rep) -> None:
+        snapshot = tempfile.mkdtemp(prefix="zf_ckpt_")
+        shutil.copy(Path(rep.checkpoint_dir) / CHECKPOINT_FILE, snapshot)
+        tune.report({**rep.metrics, "task": rep.task, "n_tasks": rep.n_tasks},
+                    checkpoint=tune.Checkpoint.from_directory(snapshot))
+
+    def on_epoch(task: int, epoch: int) -> None:
+        if epoch == 1:
+            _maybe_inject_fault(task)
+
+    try:
+        run_trial(config, report, checkpoint_dir=workdir, resume_from=resume_from,
+                  on_epoch=on_epoch)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------- tracking
+def trial_name(config: dict[str, Any], varying: list[str]) -> str:
+    parts = [f"{k}={config[k]:.3g}" if isinstance(config.get(k), float) else f"{k}={config.get(k)}"
+             for k in varying]
+    return ",".join(parts) or "trial"
+
+
+def _tune_callback_base():
+    from ray import tune
+
+    return tune.Callback
+
+
+class MLflowSweepCallback(_tune_callback_base()):
+    """Driver-side MLflow logging that survives a sweep restore.
+
+    Ray's ``MLflowLoggerCallback`` keeps its run ids in memory and opens new runs after a
+    restore; this one finds each trial's run again by its ``zeroflow.trial_id`` tag, skips tasks
+    already logged, and reconciles runs of trials that finished while no driver was watching.
+    Picklable (Ray stores it with the experiment): the MLflow client is made lazily.
+    """
+
+    def __init__(self, sweep: str, tracking_uri: str, varying: list[str], space: dict,
+                 space_text: str = ""):
+        self.sweep, self.uri, self.varying = sweep, tracking_uri, varying
+        self.space, self.space_text = space, space_text
+        self._tracker = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_tracker"] = None
+        return state
+
+    @property
+    def tracker(self):
+        if self._tracker is None:
+            from zeroflow.tracking import SweepTracker
+
+            self._tracker = SweepTracker(self.sweep, self.uri)
+            self._tracker.log_sweep_params(self.space, self.space_text)
+        return self._tracker
+
+    def setup(self, **info):
+        _ = self.tracker
+
+    def _run(self, trial) -> str:
+        return self.tracker.trial_run(trial.trial_id, trial_name(trial.config, self.varying),
+                                      make_config(trial.config).to_dict())
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._run(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        from zeroflow.tracking import task_metrics
+
+        if "task" in result:
+            self.tracker.log_task(self._run(trial), int(result["task"]), task_metrics(result))
+
+    def _finish(self, trial, status: str) -> None:
+        n_tasks = int((trial.last_result or {}).get("n_tasks", 0))
+        if not n_tasks:
+            config = make_config(trial.config)
+            from zeroflow.data.datasets import DATASETS
+
+            n_classes = DATASETS[config.dataset].num_classes
+            n_tasks = 1 + max(0, (n_classes - config.init_cls) // config.increment)
+        self.tracker.finish_trial(self._run(trial), make_config(trial.config).to_dict(), n_tasks,
+                                  f"{self.sweep}: {trial_name(trial.config, self.varying)}",
+                                  status)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, "FAILED")
+
+    def on_experiment_end(self, trials, **info):
+        """Reconcile: trials that ended while no driver logged (a killed driver) get their
+        final metrics and status now; then the sweep's run ends."""
+        failed = False
+        for trial in trials:
+            status = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}.get(trial.status)
+            failed |= status == "FAILED"
+            if status is None:
+                continue
+            run_id = self._run(trial)
+            if self.tracker.run_status(run_id) == "RUNNING":
+                for result in _trial_results(trial):
+                    self.on_trial_result(0, trials, trial, result)
+                self._finish(trial, status)
+        self.tracker.finish_sweep("FAILED" if failed else "FINISHED")
+
+
+def _trial_results(trial) -> list[dict]:
+    """A trial's reported results from its progress file (for reconciling after a restore)."""
+    import pandas as pd
+
+    path = Path(trial.local_path or "") / "progress.csv"
+    if not path.exists():
+        return [trial.last_result] if trial.last_result else []
+    return pd.read_csv(path).to_dict("records")
+
+
+# ---------------------------------------------------------------------------------- driver
+def _storage(storage: str | os.PathLike | None) -> Path:
+    return Path(storage or DEFAULT_STORAGE).expanduser().resolve()
+
+
+def _init_ray(address: str | None, log_to_driver: bool = True) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"log_to_driver": log_to_driver}
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs["include_dashboard"] = False
+    ray.init(**kwargs)
+
+
+def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
+              storage: str | os.PathLike | None = None, address: str | None = None,
+              tracking_uri: str | None = None, verbose: int = 1):
+    """Launch the sweep described by ``space_path``; returns (Ray's ``ResultGrid``, space)."""
+    from ray import tune
+
+    from zeroflow.tracking import default_tracking_uri
+
+    space = load_space(space_path, name)
+    storage_path = _storage(storage)
+    if (storage_path / space.name).exists() and tune.Tuner.can_restore(
+            str(storage_path / space.name)):
+        raise ConfigError(
+            f"a sweep named {space.name!r} already exists in {storage_path}; continue it with "
+            f"'zeroflow resume {space.name}' or pick another --name")
+    uri = tracking_uri or default_tracking_uri()
+    _init_ray(address)
+    callback = MLflowSweepCallback(space.name, uri, space.varying,
+                                   {"space": str(Path(space_path).resolve()),
+                                    "grid_keys": ",".join(space.varying),
+                                    "trials": len(space.configs) * (
+                                        space.run["num_samples"] if space.seeds_from_samples
+                                        else 1)},
+                                   space.text)
+    experiment = storage_path / space.name
+    experiment.mkdir(parents=True, exist_ok=True)
+    (experiment / SPACE_COPY).write_text(space.text)
+    trainable = tune.with_resources(zeroflow_trainable, dict(space.resources))
+    tuner = tune.Tuner(
+        trainable,
+        param_space=space.param_space(),
+        tune_config=tune.TuneConfig(
+            num_samples=space.num_samples,
+            max_concurrent_trials=space.run["max_concurrent"],
+            trial_name_creator=lambda t: trial_name(t.config, space.varying),
+            trial_dirname_creator=lambda t: f"{t.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name=space.name,
+            storage_path=str(storage_path),
+            failure_config=tune.FailureConfig(max_failures=space.run["max_failures"]),
+            callbacks=[callback],
+            verbose=verbose,
+        ),
+    )
+    return tuner.fit(), space
+
+
+def resume_sweep(name_or_path: str, *, storage: str | os.PathLike | None = None,
+                 address: str | None = None):
+    """Finish an interrupted sweep: finished trials are kept, the others continue.
+    Returns (``ResultGrid``, space)."""
+    from ray import tune
+
+    path = Path(name_or_path).expanduser()
+    if not path.is_dir():
+        path = _storage(storage) / name_or_path
+    path = path.resolve()
+    if not tune.Tuner.can_restore(str(path)):
+        raise ConfigError(f"no sweep to resume at {path}; give a sweep name (with --storage "
+                          f"where it lives) or its folder")
+    _init_ray(address)
+    space = saved_space(path)
+    tuner = tune.Tuner.restore(str(path), trainable=tune.with_resources(
+        zeroflow_trainable, dict(space.resources)), resume_errored=True)
+    return tuner.fit(), space
+
+
+def saved_space(path: Path) -> Space:
+    """The space a sweep was launched with (its copy in the experiment folder)."""
+    copy = path / SPACE_COPY
+    if not copy.exists():
+        raise ConfigError(f"{path} has no {SPACE_COPY}; it was not launched by zeroflow sweep")
+    return load_space(copy, name=path.name)
+
+
+def summary_table(results, varying: list[str] | None = None):
+    """The sweep's final table: the varying keys, then avg / last / forgetting per trial."""
+    df = results.get_dataframe()
+    cols = {}
+    for key in varying or []:
+        if f"config/{key}" in df:
+            cols[key] = df[f"config/{key}"]
+    for src, dst in (("avg_accuracy", "avg"), ("accuracy", "last"), ("forgetting", "forgetting"),
+                     ("forward_passes", "forward_passes"), ("peak_memory_mb", "peak_mb")):
+        if src in df:
+            cols[dst] = df[src]
+    import pandas as pd
+
+    table = pd.DataFrame(cols)
+    if "avg" in table:
+        table = table.sort_values("avg", ascending=False)
+    return table.reset_index(drop=True)

@@ -1,0 +1,227 @@
+"""Everything that talks to MLflow.
+
+One experiment per sweep, a parent run for the sweep and one child run per trial
+(``mlflow.parentRunId``), params = the flattened trial config, metrics per task with
+``step = task index``, final summary metrics, and artifacts (accuracy matrix CSV, resolved config
+YAML, accuracy-curve PNG). Only the driver writes (one writer per SQLite file); runs are found
+again by tags, so a resumed sweep continues its trials' runs instead of opening new ones.
+
+Default store: ``sqlite:///<absolute path>/mlflow.db`` in the directory the user launched from;
+``MLFLOW_TRACKING_URI`` points elsewhere (e.g. a server).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TAG_SWEEP = "zeroflow.sweep"
+TAG_ROLE = "zeroflow.role"
+TAG_TRIAL = "zeroflow.trial_id"
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+
+# Per-task metrics a trial reports (plus accuracy_task_<j>); nothing else is logged.
+TASK_METRICS = ("accuracy", "avg_accuracy", "forgetting", "peak_memory_mb", "forward_passes",
+                "forward_passes_task", "steps", "time_task_s", "train_time_task_s",
+                "time_per_step_s")
+FINAL_METRICS = {"avg": "avg_accuracy", "last": "accuracy", "forgetting": "forgetting"}
+
+
+def default_tracking_uri(launch_dir: str | os.PathLike | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else SQLite in ``launch_dir`` (default: the cwd)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    root = Path(launch_dir or os.getcwd()).resolve()
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def artifact_location(uri: str) -> str | None:
+    """Artifacts of a local SQLite store go to ``mlartifacts/`` beside the database (absolute,
+    so trials and the UI find them from any directory); a server decides for itself."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def task_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The per-task metrics in a reported result (drops Ray's bookkeeping: pid, time, config)."""
+    out = {}
+    for key, value in result.items():
+        if (key in TASK_METRICS or key.startswith("accuracy_task_")) and isinstance(
+                value, (int, float)) and not isinstance(value, bool):
+            out[key] = float(value)
+    return out
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = "None" if value is None else str(value)
+    return out
+
+
+def matrix_from_history(history: dict[str, dict[int, float]], n_tasks: int):
+    """Rebuild the accuracy matrix from logged per-task metrics (``name → {step: value}``)."""
+    from zeroflow.metrics import AccuracyMatrix
+
+    m = AccuracyMatrix(n_tasks)
+    for t in sorted(history.get("accuracy", {})):
+        per_task = [history.get(f"accuracy_task_{j}", {}).get(t, math.nan) for j in range(t + 1)]
+        m.record(t, per_task, history["accuracy"][t])
+    return m
+
+
+def plot_accuracy_curve(matrix, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    tasks = list(range(1, matrix.done + 1))
+    ax.plot(tasks, matrix.seen[: matrix.done], marker="o", label="all seen classes")
+    for j in range(matrix.done):
+        ax.plot(range(j + 1, matrix.done + 1), matrix.a[j:matrix.done, j], alpha=0.4,
+                linewidth=1, label=f"task {j}" if matrix.done <= 5 else None)
+    ax.set_xlabel("after task")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+class SweepTracker:
+    """The driver's MLflow writer for one sweep: parent run, child runs, metrics, artifacts."""
+
+    def __init__(self, sweep: str, tracking_uri: str | None = None):
+        from mlflow.tracking import MlflowClient
+
+        self.sweep = sweep
+        self.uri = tracking_uri or default_tracking_uri()
+        self.client = MlflowClient(tracking_uri=self.uri)
+        exp = self.client.get_experiment_by_name(sweep)
+        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
+            sweep, artifact_location=artifact_location(self.uri))
+        self.parent_id = self._find_or_create_parent()
+        self._logged_steps: dict[str, int] = {}
+        self._runs: dict[str, str] = {}
+
+    def _search(self, filter_string: str):
+        return self.client.search_runs([self.experiment_id], filter_string=filter_string,
+                                       max_results=1000)
+
+    def _find_or_create_parent(self) -> str:
+        found = self._search(f"tags.`{TAG_ROLE}` = 'sweep'")
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        run = self.client.create_run(self.experiment_id, run_name=self.sweep,
+                                     tags={TAG_SWEEP: self.sweep, TAG_ROLE: "sweep"})
+        return run.info.run_id
+
+    def log_sweep_params(self, params: dict[str, Any], space_text: str | None = None) -> None:
+        existing = self.client.get_run(self.parent_id).data.params
+        fresh = {k: v for k, v in flatten(params).items() if k not in existing}
+        self._log_params(self.parent_id, fresh)
+        if space_text is not None:
+            self.log_text(self.parent_id, space_text, "space.yaml")
+
+    def trial_run(self, trial_id: str, name: str, config: dict[str, Any]) -> str:
+        """The child run of ``trial_id``: found again if it exists (resume), else created."""
+        if trial_id in self._runs:
+            return self._runs[trial_id]
+        found = self._search(f"tags.`{TAG_TRIAL}` = '{trial_id}'")
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            history = self.client.get_metric_history(run_id, "accuracy")
+            self._logged_steps[run_id] = max((m.step for m in history), default=-1)
+        else:
+            run = self.client.create_run(
+                self.experiment_id, run_name=name,
+                tags={PARENT_TAG: self.parent_id, TAG_SWEEP: self.sweep, TAG_TRIAL: trial_id,
+                      TAG_ROLE: "trial"})
+            run_id = run.info.run_id
+            self._log_params(run_id, flatten(config))
+            self._logged_steps[run_id] = -1
+        self._runs[trial_id] = run_id
+        return run_id
+
+    def _log_params(self, run_id: str, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i : i + 100])
+
+    def log_task(self, run_id: str, task: int, metrics: dict[str, float]) -> bool:
+        """Log one task's metrics at ``step = task``; a task already logged is skipped."""
+        from mlflow.entities import Metric
+
+        if task <= self._logged_steps.get(run_id, -1):
+            return False
+        import time
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, v, now, task) for k, v in metrics.items() if math.isfinite(v)]
+        self.client.log_batch(run_id, metrics=batch)
+        self._logged_steps[run_id] = task
+        return True
+
+    def history(self, run_id: str) -> dict[str, dict[int, float]]:
+        run = self.client.get_run(run_id)
+        out = {}
+        for key in run.data.metrics:
+            out[key] = {m.step: m.value for m in self.client.get_metric_history(run_id, key)}
+        return out
+
+    def finish_trial(self, run_id: str, config: dict[str, Any], n_tasks: int, title: str,
+                     status: str = "FINISHED") -> None:
+        """Final metrics and artifacts from what was logged, then the run's end status."""
+        from mlflow.entities import Metric
+
+        history = self.history(run_id)
+        matrix = matrix_from_history(history, n_tasks)
+        if matrix.done:
+            import time
+
+            now = int(time.time() * 1000)
+            finals = {"avg": matrix.avg(), "last": matrix.last(),
+                      "forgetting": matrix.forgetting()}
+            self.client.log_batch(run_id, metrics=[
+                Metric(k, v, now, matrix.done - 1) for k, v in finals.items()])
+            self.log_text(run_id, matrix.to_csv(), "accuracy_matrix.csv")
+            with tempfile.TemporaryDirectory() as tmp:
+                png = Path(tmp) / "accuracy_curve.png"
+                plot_accuracy_curve(matrix, png, title)
+                self.client.log_artifact(run_id, str(png))
+        self.log_text(run_id, yaml.safe_dump(config, sort_keys=True), "config.yaml")
+        self.client.set_terminated(run_id, status=status)
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_text(text)
+            self.client.log_artifact(run_id, str(path))
+
+    def run_status(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.status
+
+    def finish_sweep(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.parent_id, status=status)

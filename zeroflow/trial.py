@@ -1,0 +1,346 @@
+"""``run_trial(config, reporter)``: the one training loop of every method and optimizer.
+
+Per task: the learner grows its structure, the loop builds one optimizer per parameter group
+(the configured one, or a pinned one such as ZO-FC's first-order head), trains for the learner's
+epochs with a cosine LR schedule stepped per epoch (it reaches forward-pass optimizers too),
+lets the learner finish the task (prototypes), evaluates on every seen class, writes a
+checkpoint, and reports. Everything random comes from generators seeded by
+(seed, task, epoch, batch), so a trial resumed from a task checkpoint ends bit for bit where an
+uninterrupted one does (on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zeroflow import optim
+from zeroflow.config import TrialConfig, make_config
+from zeroflow.errors import ConfigError, DivergenceError
+from zeroflow.metrics import AccuracyMatrix, PeakMemory, Stopwatch, accuracy_by_task
+from zeroflow.seeding import derive_seed
+
+CHECKPOINT_FILE = "trial.pt"
+CHECKPOINT_VERSION = 1
+_DATA_STREAM, _AUG_STREAM, _OPT_STREAM, _DROPOUT_STREAM = 0xDA7A, 0xA06, 0x0971, 0xD209
+
+
+@dataclass
+class TaskReport:
+    """What the loop reports after each task (``metrics`` are flat name → number)."""
+
+    task: int
+    n_tasks: int
+    metrics: dict[str, float]
+    checkpoint_dir: str | None
+
+
+@dataclass
+class TrialResult:
+    config: TrialConfig
+    matrix: AccuracyMatrix
+    summary: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+Reporter = Callable[[TaskReport], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu")
+    return device
+
+
+def batches(dataset, indices: np.ndarray | torch.Tensor, batch_size: int, device, num_workers=0,
+            limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (x, y) batches of ``dataset[indices]`` in that order (optionally a DataLoader)."""
+    indices = [int(i) for i in indices]
+    chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    if limit is not None:
+        chunks = chunks[:limit]
+    if num_workers > 0:
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=chunks, num_workers=num_workers)
+        for x, y in loader:
+            yield x.to(device), y.to(device)
+        return
+    for chunk in chunks:
+        items = [dataset[i] for i in chunk]
+        x = torch.stack([it[0] for it in items]).to(device)
+        y = torch.tensor([it[1] for it in items], device=device)
+        yield x, y
+
+
+def optimizer_hparams(config: TrialConfig, name: str, seed: int, lr: float | None) -> dict:
+    """The trial's settings that optimizer ``name`` accepts."""
+    values = {
+        "lr": config.resolved_lr if lr is None else lr,
+        "mu": config.mu, "q": config.q, "seed": seed, "weight_decay": config.weight_decay,
+        "momentum": config.momentum, "perturbation": config.perturbation,
+        "difference": config.difference, "history": config.history, "sparsity": config.sparsity,
+    }
+    accepted = optim.accepted_hparams(name)
+    return {k: v for k, v in values.items() if k in accepted}
+
+
+class _GroupStepper:
+    """One parameter group's optimizers for a task: the configured one, and for the hybrid
+    schedule its first-order counterpart for the first ``hybrid_epochs`` epochs."""
+
+    def __init__(self, group, config: TrialConfig, task: int, index: int, epochs: int):
+        self.group = group
+        self.name = group.optimizer or config.optimizer
+        seed = derive_seed(config.seed, _OPT_STREAM, task, index)
+        self.main = optim.build(self.name, group.params,
+                                **optimizer_hparams(config, self.name, seed, group.lr))
+        self.hybrid = None
+        if group.optimizer is None and config.hybrid_epochs > 0 and not optim.is_first_order(
+                self.name):
+            fo = optim.fo_counterpart(self.name)
+            self.hybrid = optim.HybridSchedule(config.hybrid_epochs)
+            self.fo = optim.build(fo, group.params, **optimizer_hparams(config, fo, seed, group.lr))
+        self.schedulers = [
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1),
+                                                       eta_min=config.min_lr)
+            for opt in self.optimizers()
+        ]
+
+    def optimizers(self):
+        return [self.main] + ([self.fo] if self.hybrid else [])
+
+    def active(self, epoch: int):
+        if self.hybrid is not None and self.hybrid.use_first_order(epoch):
+            return self.fo
+        return self.main
+
+    def epoch_end(self):
+        for s in self.schedulers:
+            s.step()
+
+    def state_dict(self):
+        return [opt.state_dict() for opt in self.optimizers()]
+
+    @property
+    def forward_passes(self) -> int:
+        return sum(opt.forward_passes for opt in self.optimizers())
+
+
+def _save_checkpoint(directory: Path, payload: dict) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / (CHECKPOINT_FILE + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, directory / CHECKPOINT_FILE)
+
+
+def load_checkpoint(directory: str | os.PathLike) -> dict | None:
+    path = Path(directory) / CHECKPOINT_FILE
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def build_learner(config: TrialConfig, device: torch.device):
+    """Data scenario, backbone and the method's learner for ``config``."""
+    from zeroflow.data import Scenario, load_dataset
+    from zeroflow.methods import create_learner
+    from zeroflow.models import create_backbone
+
+    model = create_backbone(config.backbone, weights=config.weights, device=device)
+    train, test = load_dataset(config.dataset, data_root=config.data_root,
+                               image_size=model.image_size, download=config.download)
+    try:
+        scenario = Scenario(train, test, config.init_cls, config.increment, config.order_seed)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return create_learner(config.method, model, scenario, config), scenario
+
+
+def run_trial(
+    config: TrialConfig | dict,
+    reporter: Reporter | None = None,
+    *,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume_from: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> TrialResult:
+    """Train and evaluate one trial; returns the accuracy matrix and summary metrics.
+
+    checkpoint_dir: where a checkpoint is written after every task (and resumed from, if one is
+        already there). resume_from: a checkpoint directory to start from instead.
+    reporter: called after every task with a ``TaskReport``. log: progress lines.
+    on_epoch: called with (task, epoch) before each epoch trains.
+    """
+    config = make_config(config)
+    log = log or (lambda _msg: None)
+    device = resolve_device(config.device)
+    learner, scenario = build_learner(config, device)
+    learner.to(device)
+    n_tasks = scenario.n_tasks
+    matrix = AccuracyMatrix(n_tasks)
+    memory = PeakMemory(device)
+    counters = {"forward_passes": 0, "steps": 0, "train_seconds": 0.0}
+    history: list[dict[str, float]] = []
+    task_of_label = torch.tensor(
+        [t for t in range(n_tasks) for _ in scenario.task_classes(t)], device=device)
+
+    start = 0
+    source = resume_from if resume_from is not None else checkpoint_dir
+    ckpt = load_checkpoint(source) if source is not None else None
+    if ckpt is not None:
+        _check_resumable(ckpt, config)
+        for t in range(ckpt["task"] + 1):
+            learner.before_task(t)
+        learner.to(device)
+        learner.load_trainable_state(ckpt["learner"])
+        matrix.load_state_dict(ckpt["matrix"])
+        counters.update(ckpt["counters"])
+        history = list(ckpt["history"])
+        start = ckpt["task"] + 1
+        log(f"resumed after task {ckpt['task'] + 1}/{n_tasks} from {source}")
+
+    for t in range(start, n_tasks):
+        task_watch = Stopwatch()
+        learner.before_task(t)
+        learner.to(device)
+        epochs = learner.epochs(t)
+        steppers = [_GroupStepper(g, config, t, i, epochs)
+                    for i, g in enumerate(learner.param_groups())]
+        train_set = scenario.train_set(t)
+        passes_before = sum(s.forward_passes for s in steppers)
+        learner.train()
+        for epoch in range(epochs):
+            if on_epoch is not None:
+                on_epoch(t, epoch)
+            epoch_watch = Stopwatch()
+            active = [s.active(epoch) for s in steppers]
+            for stepper, opt in zip(steppers, active):
+                for p in stepper.group.params:
+                    p.requires_grad_(opt.uses_backward)
+            train_set.set_epoch(derive_seed(config.seed, _AUG_STREAM, t), epoch)
+            gen = torch.Generator().manual_seed(derive_seed(config.seed, _DATA_STREAM, t, epoch))
+            order = torch.randperm(len(train_set), generator=gen)
+            loss_sum, n_steps = 0.0, 0
+            for b, (x, y) in enumerate(batches(train_set, order, config.batch_size, device,
+                                               config.num_workers, config.limit_batches)):
+                dropout_seed = derive_seed(config.seed, _DROPOUT_STREAM, t, epoch, b)
+                for stepper, opt in zip(steppers, active):
+                    loss = opt.step(_closure(learner, opt, x, y, dropout_seed))
+                    loss_value = float(loss.detach())
+                    if not math.isfinite(loss_value):
+                        raise DivergenceError(
+                            f"loss became {loss_value} at task {t}, epoch {epoch}, step {b} "
+                            f"({stepper.name}, lr={opt.param_groups[0]['lr']:.3g}"
+                            + (f", mu={config.mu:g}" if not opt.uses_backward else "")
+                            + "); lower lr" + (" or mu" if not opt.uses_backward else "")
+                        )
+                loss_sum += loss_value
+                n_steps += 1
+                epoch_watch.steps += 1
+            for stepper in steppers:
+                stepper.epoch_end()
+            counters["steps"] += n_steps
+            task_watch.steps += n_steps
+            log(f"task {t + 1}/{n_tasks} epoch {epoch + 1}/{epochs}: "
+                f"loss {loss_sum / max(n_steps, 1):.4f}, {n_steps} steps, "
+                f"{epoch_watch.seconds:.1f}s")
+        for stepper in steppers:
+            for p in stepper.group.params:
+                p.requires_grad_(False)
+        train_seconds = task_watch.seconds
+        task_passes = sum(s.forward_passes for s in steppers) - passes_before
+        counters["forward_passes"] += task_passes
+        counters["train_seconds"] += train_seconds
+
+        learner.eval()
+        eval_set = scenario.train_set(t, augment=False)
+        learner.after_task(t, lambda eval_set=eval_set: batches(
+            eval_set, range(len(eval_set)), config.eval_batch_size, device, config.num_workers))
+        per_task, seen = evaluate(learner, scenario, t, task_of_label, config, device)
+        matrix.record(t, per_task, seen)
+        metrics = {
+            "accuracy": seen, "avg_accuracy": matrix.avg(), "forgetting": matrix.forgetting(),
+            **{f"accuracy_task_{j}": a for j, a in enumerate(per_task)},
+            "peak_memory_mb": memory.peak_mb(),
+            "forward_passes": float(counters["forward_passes"]),
+            "forward_passes_task": float(task_passes),
+            "steps": float(counters["steps"]),
+            "time_task_s": task_watch.seconds, "train_time_task_s": train_seconds,
+            "time_per_step_s": train_seconds / task_watch.steps if task_watch.steps else 0.0,
+        }
+        history.append(metrics)
+        log(f"task {t + 1}/{n_tasks} done: accuracy {seen:.2f}% on {scenario.classes_seen(t)} "
+            f"classes, forgetting {matrix.forgetting():.2f}")
+        written = None
+        if checkpoint_dir is not None:
+            _save_checkpoint(Path(checkpoint_dir), {
+                "version": CHECKPOINT_VERSION, "config": config.to_dict(), "task": t,
+                "learner": learner.trainable_state(),
+                "optimizers": [s.state_dict() for s in steppers],
+                "matrix": matrix.state_dict(), "counters": dict(counters), "history": history,
+            })
+            written = str(checkpoint_dir)
+        if reporter is not None:
+            reporter(TaskReport(t, n_tasks, metrics, written))
+
+    summary = summarize(matrix, counters, memory)
+    return TrialResult(config, matrix, summary, history)
+
+
+def summarize(matrix: AccuracyMatrix, counters: dict, memory: PeakMemory) -> dict[str, float]:
+    return {
+        "avg": matrix.avg(), "last": matrix.last(), "forgetting": matrix.forgetting(),
+        "peak_memory_mb": memory.peak_mb(), "forward_passes": float(counters["forward_passes"]),
+        "steps": float(counters["steps"]), "train_seconds": counters["train_seconds"],
+    }
+
+
+def _closure(learner, opt, x, y, dropout_seed: int):
+    def closure():
+        learner.model.reseed(dropout_seed)
+        if opt.uses_backward:
+            opt.zero_grad(set_to_none=True)
+            loss = learner.loss(x, y)
+            loss.backward()
+            return loss
+        return learner.loss(x, y)
+
+    return closure
+
+
+@torch.no_grad()
+def evaluate(learner, scenario, t: int, task_of_label, config, device):
+    """(a[t, j] for j <= t, accuracy on all seen classes), predicting over all seen classes."""
+    test = scenario.test_set_upto(t)
+    preds, labels = [], []
+    for x, y in batches(test, range(len(test)), config.eval_batch_size, device,
+                        config.num_workers):
+        preds.append(learner.predict(x).argmax(dim=1))
+        labels.append(y)
+    return accuracy_by_task(torch.cat(preds), torch.cat(labels), task_of_label, t + 1)
+
+
+_RESUME_KEYS = ("dataset", "method", "optimizer", "seed", "order_seed", "init_cls", "increment",
+                "backbone", "q", "lr", "mu", "epochs", "batch_size")
+
+
+def _check_resumable(ckpt: dict, config: TrialConfig) -> None:
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise ConfigError("checkpoint was written by another zeroflow version; start afresh "
+                          "with another checkpoint_dir")
+    saved = ckpt["config"]
+    diff = [k for k in _RESUME_KEYS if saved.get(k) != getattr(config, k)]
+    if diff:
+        pairs = ", ".join(f"{k}: {saved.get(k)!r} → {getattr(config, k)!r}" for k in diff)
+        raise ConfigError(f"checkpoint belongs to another trial ({pairs}); use the same config "
+                          "or another checkpoint_dir")
+
