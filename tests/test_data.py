@@ -419,3 +419,18 @@ def test_registry_and_unknown_name():
 def test_bad_image_size_raises(size):
     with pytest.raises(ConfigError, match="image_size"):
         load_dataset("digits", image_size=size)
+
+
+def test_samples_per_class_keeps_the_first_n_of_each_class():
+    train, test = load_dataset("digits", image_size=8)
+    full = Scenario(train, test, 5, 5)
+    capped = Scenario(train, test, 5, 5, samples_per_class=7)
+    for t in range(2):
+        counts = np.bincount(capped.train_set(t).targets, minlength=10)
+        assert list(counts[capped.task_classes(t).start:capped.task_classes(t).stop]) == [7] * 5
+        # the kept samples are the first ones (by index) of each class in the full task
+        for c in capped.task_classes(t):
+            full_idx = full.train_set(t).indices[full.train_set(t).targets == c][:7]
+            assert list(capped.train_set(t).indices[capped.train_set(t).targets == c]) == list(
+                full_idx)
+    assert len(capped.test_set_upto(1)) == 70

@@ -14,7 +14,7 @@ from zeroflow.methods.ease import complete_prototypes, reweighted_logits
 from zeroflow.trial import run_trial
 
 TINY = dict(dataset="digits", init_cls=5, increment=5, epochs=1, limit_batches=1, batch_size=16,
-            eval_batch_size=512)
+            eval_batch_size=512, samples_per_class=12)
 
 
 def passes_per_step(name: str, q: int) -> int:
@@ -149,3 +149,23 @@ def test_cli_run_prints_table_and_summary(capsys, tmp_path):
     assert "after task" in out and "avg accuracy" in out and "forward passes 12 in 4 steps" in out
     last = float(out.split("last accuracy")[1].split("%")[0])
     assert 0.0 <= last <= 100.0 and not math.isnan(last)
+    # the run is in MLflow with its per-task metrics and final values
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient()
+    exp = client.get_experiment_by_name("zeroflow-run")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["method"] == "zofc"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")] == [0, 1]
+    assert run.data.metrics["last"] == pytest.approx(last, abs=0.01)
+
+
+def test_cli_failed_run_is_recorded_as_failed(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", "dataset=cub", f"data_root={tmp_path / 'none'}")
+    assert code == 2 and "cub" in err
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient()
+    exp = client.get_experiment_by_name("zeroflow-run")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FAILED" and run.data.params["dataset"] == "cub"

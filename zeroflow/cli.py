@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 
 from zeroflow.errors import ZeroflowError
@@ -28,7 +29,8 @@ def format_result(result) -> str:
         rows.append([str(t), *cells, f"{m.seen[t]:.2f}", f"{m.forgetting(t):.2f}"])
     s = result.summary
     c = result.config
-    mem_label = "GPU max allocated" if c.device.startswith("cuda") else "peak RSS"
+    mem_label = {"cuda_max_allocated": "CUDA max allocated"}.get(result.memory_label,
+                                                                 "process peak RSS")
     lines = [
         _table(rows, header),
         "",
@@ -52,9 +54,27 @@ def cmd_run(args) -> int:
     if overrides and "=" not in overrides[0]:
         path = overrides.pop(0)
     config = load_config(path, overrides)
-    result = run_trial(config, checkpoint_dir=args.checkpoint_dir,
-                       log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    tracker = None
+    if args.track:
+        import uuid
+
+        from zeroflow.tracking import RunTracker
+
+        key = os.path.abspath(args.checkpoint_dir) if args.checkpoint_dir else uuid.uuid4().hex
+        tracker = RunTracker(config.to_dict(), key)
+    try:
+        result = run_trial(config, tracker.report if tracker else None,
+                           checkpoint_dir=args.checkpoint_dir,
+                           log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except BaseException:
+        if tracker:
+            tracker.finish("FAILED")
+        raise
+    if tracker:
+        tracker.finish("FINISHED")
     print(format_result(result))
+    if tracker:
+        print(f"MLflow run {tracker.run_id} in experiment {tracker.tracker.sweep!r}: zeroflow ui")
     return 0
 
 
@@ -67,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="an optional YAML config file, then key=value overrides")
     run.add_argument("--checkpoint-dir", default=None,
                      help="write a checkpoint after every task here, and resume from it")
+    run.add_argument("--no-track", dest="track", action="store_false",
+                     help="do not record the run in MLflow")
     run.set_defaults(func=cmd_run)
 
     _add_sweep_commands(sub)

@@ -80,6 +80,7 @@ class TrialConfig:
     eval_batch_size: int = field(default=256, metadata=_range(1))
     num_workers: int = field(default=0, metadata=_range(0))
     limit_batches: int | None = field(default=None, metadata=_range(1))
+    samples_per_class: int | None = field(default=None, metadata=_range(1))
 
     def __post_init__(self):
         for f in fields(self):

@@ -7,6 +7,9 @@ every trial config included, before anything starts or is written::
     base: {dataset: digits, epochs: 3}                         # fixed trial keys
     grid: {optimizer: [fo-sgd, zo-sgd], method: [ease, aper]}  # tune.grid_search per key
     sample: {lr: {loguniform: [1.0e-4, 1.0e-1]}}               # optional, with run.num_samples
+    overrides:                                                 # optional: per-point settings
+      - when: {dataset: cifar100, optimizer: [fo-sgd, zo-sgd]} # all keys match (list: any of)
+        set: {lr: 0.025, batch_size: 48}                       # later rules win
     resources: {cpu: 1, gpu: 0}                                # per trial
     run: {max_failures: 2, max_concurrent: 2, num_samples: 1}
 
@@ -35,59 +38,128 @@ import yaml
 from zeroflow.config import TrialConfig, check_keys, make_config
 from zeroflow.errors import ConfigError
 
-SPACE_KEYS = ("name", "description", "base", "grid", "sample", "resources", "run")
+SPACE_KEYS = ("name", "description", "base", "grid", "sample", "overrides", "resources", "run")
 RUN_KEYS = {"max_failures": 0, "max_concurrent": 1, "num_samples": 1}
 RESOURCE_KEYS = ("cpu", "gpu")
+GRID_POINT = "grid_point"  # param-space key holding a point of united grids
 SAMPLERS = {"loguniform": 2, "uniform": 2, "randint": 2, "choice": None}
 DEFAULT_STORAGE = "zeroflow_runs"
 SPACE_COPY = "zeroflow_space.yaml"  # the space file, kept beside Ray's experiment state
-FAULT_ENV = "ZEROFLOW_INJECT_FAULT"  # test hook: "raise|kill:<task>:<marker file>"
+FAULT_ENV = "ZEROFLOW_INJECT_FAULT"  # test hook: a file holding "raise|kill:<task>:<marker>"
 
 
 @dataclass
 class Space:
-    """A validated sweep space."""
+    """A validated sweep space. ``grids`` is one grid, or several whose points are united
+    (one-factor studies: ``grid: [{history: [...]}, {sparsity: [...]}]``)."""
 
     name: str
     base: dict[str, Any]
-    grid: dict[str, list]
+    grids: list[dict[str, list]]
     sample: dict[str, dict[str, list]]
     resources: dict[str, float]
     run: dict[str, int]
+    overrides: list[tuple[dict, dict]] = field(default_factory=list)
     text: str = ""
     configs: list[TrialConfig] = field(default_factory=list)
 
     @property
+    def grid_keys(self) -> list[str]:
+        return list(dict.fromkeys(k for grid in self.grids for k in grid))
+
+    @property
     def seeds_from_samples(self) -> bool:
-        return not self.sample and "seed" not in self.grid
+        return not self.sample and "seed" not in self.grid_keys
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every grid point (the union over the grids, first occurrence kept)."""
+        out: list[dict[str, Any]] = []
+        for grid in self.grids:
+            keys = list(grid)
+            for values in itertools.product(*(grid[k] for k in keys)):
+                point = dict(zip(keys, values))
+                if point not in out:
+                    out.append(point)
+        return out
 
     def param_space(self) -> dict[str, Any]:
         from ray import tune
 
         space: dict[str, Any] = dict(self.base)
-        grid = dict(self.grid)
+        seeds = None
         if self.seeds_from_samples:
             base_seed = int(self.base.get("seed", 0))
-            grid["seed"] = [base_seed + i for i in range(self.run["num_samples"])]
-        for key, values in grid.items():
-            space[key] = tune.grid_search(list(values))
+            seeds = [base_seed + i for i in range(self.run["num_samples"])]
+        if len(self.grids) == 1:
+            grid = dict(self.grids[0])
+            if seeds is not None:
+                grid["seed"] = seeds
+            for key, values in grid.items():
+                space[key] = tune.grid_search(list(values))
+        else:
+            points = self.points()
+            if seeds is not None:
+                points = [{**p, "seed": seed} for p in points for seed in seeds]
+            space[GRID_POINT] = tune.grid_search(points)
         for key, spec in self.sample.items():
             (kind, args), = spec.items()
             space[key] = {"loguniform": tune.loguniform, "uniform": tune.uniform,
                           "randint": tune.randint}[kind](*args) if kind != "choice" else (
                 tune.choice(list(args)))
+        for key in {k for _, settings in self.overrides for k in settings}:
+            default = self.base.get(key, TrialConfig.__dataclass_fields__[key].default)
+            space[key] = tune.sample_from(_OverrideValue(key, self.overrides, default))
         return space
+
+    def apply_overrides(self, point: dict[str, Any]) -> dict[str, Any]:
+        """``point`` with every matching override rule's settings applied, in order."""
+        out = dict(point)
+        for when, settings in self.overrides:
+            if _matches(when, point):
+                out.update(settings)
+        return out
 
     @property
     def num_samples(self) -> int:
         return 1 if self.seeds_from_samples else self.run["num_samples"]
 
     @property
+    def n_trials(self) -> int:
+        return len(self.points()) * self.run["num_samples"]
+
+    @property
     def varying(self) -> list[str]:
-        keys = list(self.grid) + list(self.sample)
+        keys = self.grid_keys + list(self.sample)
         if self.seeds_from_samples and self.run["num_samples"] > 1:
             keys.append("seed")
         return keys
+
+
+def trial_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A Ray trial config as trial keys (the united grids' point merged in)."""
+    out = dict(config)
+    out.update(out.pop(GRID_POINT, None) or {})
+    return out
+
+
+def _matches(when: dict[str, Any], point: dict[str, Any]) -> bool:
+    point = trial_config(point)
+    return all(point.get(k) in (v if isinstance(v, list) else [v]) for k, v in when.items())
+
+
+class _OverrideValue:
+    """``tune.sample_from`` function: a key's value for a resolved grid point (picklable)."""
+
+    def __init__(self, key: str, rules: list[tuple[dict, dict]], default: Any):
+        self.key, self.rules, self.default = key, rules, default
+
+    def __call__(self, spec) -> Any:
+        config = spec.config if hasattr(spec, "config") else spec["config"]
+        value = self.default
+        for when, settings in self.rules:
+            if self.key in settings and _matches(when, config):
+                value = settings[self.key]
+        return value
 
 
 def _fail(path, msg: str):
@@ -112,24 +184,31 @@ def load_space(path: str | os.PathLike, name: str | None = None) -> Space:
     if unknown:
         _fail(path, f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(SPACE_KEYS)}")
     base = raw.get("base") or {}
-    grid = raw.get("grid") or {}
+    grids = raw.get("grid") or {}
+    grids = grids if isinstance(grids, list) else [grids]
     sample = raw.get("sample") or {}
-    for section, value in (("base", base), ("grid", grid), ("sample", sample)):
+    sections = [("base", base), ("sample", sample)] + [
+        (f"grid[{i}]" if len(grids) > 1 else "grid", g) for i, g in enumerate(grids)]
+    for section, value in sections:
         if not isinstance(value, dict):
             _fail(path, f"'{section}' must be a mapping of trial keys")
         try:
             check_keys(value, where=f"{section}")
         except ConfigError as err:
             _fail(path, str(err))
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            _fail(path, f"grid.{key} must be a non-empty list of values")
-    overlap = sorted((set(base) & set(grid)) | (set(base) & set(sample)) | (set(grid) & set(
-        sample)))
+        if section.startswith("grid"):
+            for key, values in value.items():
+                if not isinstance(values, list) or not values:
+                    _fail(path, f"{section}.{key} must be a non-empty list of values")
+    grid = {k: v for g in grids for k, v in g.items()}
+    # with united grids, base is the default of points that leave a key out
+    overlap = sorted((set(base) & set(grid) if len(grids) == 1 else set()) | (
+        set(base) & set(sample)) | (set(grid) & set(sample)))
     if overlap:
         _fail(path, f"key(s) {', '.join(overlap)} appear in more than one of base/grid/sample")
     for key, spec in sample.items():
         _check_sampler(path, key, spec)
+    overrides = _check_overrides(path, raw.get("overrides") or [], grid, sample)
     resources = {"cpu": 1.0, "gpu": 0.0, **(raw.get("resources") or {})}
     bad = sorted(set(resources) - set(RESOURCE_KEYS))
     if bad:
@@ -151,7 +230,7 @@ def load_space(path: str | os.PathLike, name: str | None = None) -> Space:
     if not isinstance(space_name, str) or not space_name.replace("-", "").replace(
             "_", "").isalnum():
         _fail(path, f"name {space_name!r} must be letters, digits, '-' or '_'")
-    space = Space(space_name, base, grid, sample, resources, run, text)
+    space = Space(space_name, base, grids, sample, resources, run, overrides, text)
     space.configs = _expand(path, space)
     return space
 
@@ -175,29 +254,55 @@ def _check_sampler(path, key: str, spec) -> None:
             _fail(path, f"sample.{key}.loguniform: low {lo} must be > 0")
 
 
+def _check_overrides(path, rules, grid, sample) -> list[tuple[dict, dict]]:
+    if not isinstance(rules, list):
+        _fail(path, "'overrides' must be a list of {when: {...}, set: {...}}")
+    out = []
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict) or set(rule) != {"when", "set"} or not all(
+                isinstance(rule[k], dict) and rule[k] for k in ("when", "set")):
+            _fail(path, f"overrides[{i}] must be {{when: {{key: value}}, set: {{key: value}}}}")
+        bad = sorted(set(rule["when"]) - set(grid))
+        if bad:
+            _fail(path, f"overrides[{i}].when may only name grid keys ({', '.join(grid) or 'none'}"
+                  f"), not {', '.join(bad)}")
+        try:
+            check_keys(rule["set"], where=f"overrides[{i}].set")
+        except ConfigError as err:
+            _fail(path, str(err))
+        clash = sorted(set(rule["set"]) & (set(grid) | set(sample)))
+        if clash:
+            _fail(path, f"overrides[{i}].set cannot set grid/sample key(s) {', '.join(clash)}")
+        out.append((dict(rule["when"]), dict(rule["set"])))
+    return out
+
+
 def _expand(path, space: Space) -> list[TrialConfig]:
     """Every grid point, with each sampler's extreme values, as a validated TrialConfig."""
-    keys = list(space.grid)
-    choices = [space.grid[k] for k in keys]
+    keys, choices = [], []
     for key, spec in space.sample.items():
         (kind, args), = spec.items()
         keys.append(key)
         choices.append(list(args) if kind == "choice" else (
             [args[0], args[1] - 1] if kind == "randint" else list(args)))
     configs = []
-    for values in itertools.product(*choices) if keys else [()]:
-        try:
-            configs.append(make_config({**space.base, **dict(zip(keys, values))}))
-        except ConfigError as err:
-            point = ", ".join(f"{k}={v}" for k, v in zip(keys, values))
-            _fail(path, f"{err}" + (f" (at {point})" if point else ""))
+    for point in space.points():
+        for values in itertools.product(*choices):
+            full = {**point, **dict(zip(keys, values))}
+            try:
+                configs.append(make_config(space.apply_overrides({**space.base, **full})))
+            except ConfigError as err:
+                where = ", ".join(f"{k}={v}" for k, v in full.items())
+                _fail(path, f"{err}" + (f" (at {where})" if where else ""))
     return configs
 
 
 # ---------------------------------------------------------------------------------- trainable
 def _maybe_inject_fault(task: int) -> None:
-    """Test hook: die once (raise or SIGKILL) at the start of task ``task``'s second epoch."""
-    spec = os.environ.get(FAULT_ENV)
+    """Test hook: die once (raise or SIGKILL) at the start of task ``task``'s second epoch,
+    as the file named by ``$ZEROFLOW_INJECT_FAULT`` says; the marker file makes it once."""
+    spec_file = os.environ.get(FAULT_ENV)
+    spec = Path(spec_file).read_text().strip() if spec_file and os.path.exists(spec_file) else ""
     if not spec:
         return
     kind, at, marker = spec.split(":", 2)
@@ -232,7 +337,7 @@ def zeroflow_trainable(config: dict) -> None:
             _maybe_inject_fault(task)
 
     try:
-        run_trial(config, report, checkpoint_dir=workdir, resume_from=resume_from,
+        run_trial(trial_config(config), report, checkpoint_dir=workdir, resume_from=resume_from,
                   on_epoch=on_epoch)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -240,6 +345,8 @@ def zeroflow_trainable(config: dict) -> None:
 
 # ---------------------------------------------------------------------------------- tracking
 def trial_name(config: dict[str, Any], varying: list[str]) -> str:
+    config = trial_config(config)
+    varying = [k for k in varying if k in config]
     parts = [f"{k}={config[k]:.3g}" if isinstance(config.get(k), float) else f"{k}={config.get(k)}"
              for k in varying]
     return ",".join(parts) or "trial"
@@ -285,7 +392,7 @@ class MLflowSweepCallback(_tune_callback_base()):
 
     def _run(self, trial) -> str:
         return self.tracker.trial_run(trial.trial_id, trial_name(trial.config, self.varying),
-                                      make_config(trial.config).to_dict())
+                                      make_config(trial_config(trial.config)).to_dict())
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._run(trial)
@@ -298,13 +405,13 @@ class MLflowSweepCallback(_tune_callback_base()):
 
     def _finish(self, trial, status: str) -> None:
         n_tasks = int((trial.last_result or {}).get("n_tasks", 0))
+        config = make_config(trial_config(trial.config))
         if not n_tasks:
-            config = make_config(trial.config)
             from zeroflow.data.datasets import DATASETS
 
             n_classes = DATASETS[config.dataset].num_classes
             n_tasks = 1 + max(0, (n_classes - config.init_cls) // config.increment)
-        self.tracker.finish_trial(self._run(trial), make_config(trial.config).to_dict(), n_tasks,
+        self.tracker.finish_trial(self._run(trial), config.to_dict(), n_tasks,
                                   f"{self.sweep}: {trial_name(trial.config, self.varying)}",
                                   status)
 
@@ -346,6 +453,12 @@ def _storage(storage: str | os.PathLike | None) -> Path:
     return Path(storage or DEFAULT_STORAGE).expanduser().resolve()
 
 
+def _frequent_experiment_state() -> None:
+    """Save Tune's experiment state every 2 s (Ray's default waits >= 10 s): a driver killed
+    in between would otherwise lose which trials exist and reopen them under new ids."""
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+
+
 def _init_ray(address: str | None, log_to_driver: bool = True) -> None:
     import ray
 
@@ -376,12 +489,11 @@ def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
             f"'zeroflow resume {space.name}' or pick another --name")
     uri = tracking_uri or default_tracking_uri()
     _init_ray(address)
+    _frequent_experiment_state()
     callback = MLflowSweepCallback(space.name, uri, space.varying,
                                    {"space": str(Path(space_path).resolve()),
                                     "grid_keys": ",".join(space.varying),
-                                    "trials": len(space.configs) * (
-                                        space.run["num_samples"] if space.seeds_from_samples
-                                        else 1)},
+                                    "trials": space.n_trials},
                                    space.text)
     experiment = storage_path / space.name
     experiment.mkdir(parents=True, exist_ok=True)
@@ -422,6 +534,7 @@ def resume_sweep(name_or_path: str, *, storage: str | os.PathLike | None = None,
                           f"where it lives) or its folder")
     _init_ray(address)
     space = saved_space(path)
+    _frequent_experiment_state()
     tuner = tune.Tuner.restore(str(path), trainable=tune.with_resources(
         zeroflow_trainable, dict(space.resources)), resume_errored=True)
     return tuner.fit(), space
@@ -440,8 +553,9 @@ def summary_table(results, varying: list[str] | None = None):
     df = results.get_dataframe()
     cols = {}
     for key in varying or []:
-        if f"config/{key}" in df:
-            cols[key] = df[f"config/{key}"]
+        for column in (f"config/{key}", f"config/{GRID_POINT}/{key}"):
+            if column in df:
+                cols[key] = df[column]
     for src, dst in (("avg_accuracy", "avg"), ("accuracy", "last"), ("forgetting", "forgetting"),
                      ("forward_passes", "forward_passes"), ("peak_memory_mb", "peak_mb")):
         if src in df:

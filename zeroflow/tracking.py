@@ -109,21 +109,34 @@ class SweepTracker:
     """The driver's MLflow writer for one sweep: parent run, child runs, metrics, artifacts."""
 
     def __init__(self, sweep: str, tracking_uri: str | None = None):
+        import logging
+
         from mlflow.tracking import MlflowClient
+
+        for name in ("mlflow.store.db.utils", "alembic"):  # "creating tables..." chatter
+            logging.getLogger(name).setLevel(logging.WARNING)
 
         self.sweep = sweep
         self.uri = tracking_uri or default_tracking_uri()
         self.client = MlflowClient(tracking_uri=self.uri)
         exp = self.client.get_experiment_by_name(sweep)
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
-            sweep, artifact_location=artifact_location(self.uri))
-        self.parent_id = self._find_or_create_parent()
+            sweep, artifact_location=artifact_location(self.uri),
+            tags={"mlflow.experimentKind": "custom_model_development"})  # the UI's runs view
+        self._parent_id: str | None = None
         self._logged_steps: dict[str, int] = {}
         self._runs: dict[str, str] = {}
 
     def _search(self, filter_string: str):
         return self.client.search_runs([self.experiment_id], filter_string=filter_string,
                                        max_results=1000)
+
+    @property
+    def parent_id(self) -> str:
+        """The sweep's run (found again on resume, else created on first use)."""
+        if self._parent_id is None:
+            self._parent_id = self._find_or_create_parent()
+        return self._parent_id
 
     def _find_or_create_parent(self) -> str:
         found = self._search(f"tags.`{TAG_ROLE}` = 'sweep'")
@@ -142,8 +155,10 @@ class SweepTracker:
         if space_text is not None:
             self.log_text(self.parent_id, space_text, "space.yaml")
 
-    def trial_run(self, trial_id: str, name: str, config: dict[str, Any]) -> str:
-        """The child run of ``trial_id``: found again if it exists (resume), else created."""
+    def trial_run(self, trial_id: str, name: str, config: dict[str, Any],
+                  nested: bool = True) -> str:
+        """The run of ``trial_id``: found again if it exists (resume), else created as a child
+        of the sweep's run (``nested``) or on its own (``zeroflow run``)."""
         if trial_id in self._runs:
             return self._runs[trial_id]
         found = self._search(f"tags.`{TAG_TRIAL}` = '{trial_id}'")
@@ -153,10 +168,10 @@ class SweepTracker:
             history = self.client.get_metric_history(run_id, "accuracy")
             self._logged_steps[run_id] = max((m.step for m in history), default=-1)
         else:
-            run = self.client.create_run(
-                self.experiment_id, run_name=name,
-                tags={PARENT_TAG: self.parent_id, TAG_SWEEP: self.sweep, TAG_TRIAL: trial_id,
-                      TAG_ROLE: "trial"})
+            tags = {TAG_SWEEP: self.sweep, TAG_TRIAL: trial_id, TAG_ROLE: "trial"}
+            if nested:
+                tags[PARENT_TAG] = self.parent_id
+            run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
             run_id = run.info.run_id
             self._log_params(run_id, flatten(config))
             self._logged_steps[run_id] = -1
@@ -202,10 +217,13 @@ class SweepTracker:
             import time
 
             now = int(time.time() * 1000)
+            step = matrix.done - 1
             finals = {"avg": matrix.avg(), "last": matrix.last(),
                       "forgetting": matrix.forgetting()}
+            # the per-task "forgetting so far" of the last task already is the final value
+            finals = {k: v for k, v in finals.items() if history.get(k, {}).get(step) != v}
             self.client.log_batch(run_id, metrics=[
-                Metric(k, v, now, matrix.done - 1) for k, v in finals.items()])
+                Metric(k, v, now, step) for k, v in finals.items()])
             self.log_text(run_id, matrix.to_csv(), "accuracy_matrix.csv")
             with tempfile.TemporaryDirectory() as tmp:
                 png = Path(tmp) / "accuracy_curve.png"
@@ -224,4 +242,27 @@ class SweepTracker:
         return self.client.get_run(run_id).info.status
 
     def finish_sweep(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.parent_id, status=status)
+        if self._parent_id is not None or self._search(f"tags.`{TAG_ROLE}` = 'sweep'"):
+            self.client.set_terminated(self.parent_id, status=status)
+
+
+class RunTracker:
+    """MLflow for one ``zeroflow run`` trial: a single run in experiment ``zeroflow-run``,
+    fed by ``run_trial``'s reporter; its ``checkpoint_dir`` (if any) names it for resume."""
+
+    EXPERIMENT = "zeroflow-run"
+
+    def __init__(self, config: dict[str, Any], key: str, tracking_uri: str | None = None):
+        self.tracker = SweepTracker(self.EXPERIMENT, tracking_uri)
+        self.config = config
+        self.name = f"{config['method']}/{config['optimizer']}/{config['dataset']}"
+        self.run_id = self.tracker.trial_run(key, self.name, config, nested=False)
+        self.n_tasks = 0
+
+    def report(self, report) -> None:
+        self.n_tasks = report.n_tasks
+        self.tracker.log_task(self.run_id, report.task, task_metrics(report.metrics))
+
+    def finish(self, status: str) -> None:
+        self.tracker.finish_trial(self.run_id, self.config, max(self.n_tasks, 1),
+                                  f"zeroflow run: {self.name}", status)

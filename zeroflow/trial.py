@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ class TrialResult:
     matrix: AccuracyMatrix
     summary: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
+    memory_label: str = "cpu_peak_rss"
 
 
 Reporter = Callable[[TaskReport], None]
@@ -123,8 +125,12 @@ class _GroupStepper:
         return self.main
 
     def epoch_end(self):
-        for s in self.schedulers:
-            s.step()
+        """Advance every schedule, the idle optimizer's too (hybrid: ZO starts at epoch k's
+        LR); torch warns about a scheduler stepped before its optimizer, which is intended."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
+            for s in self.schedulers:
+                s.step()
 
     def state_dict(self):
         return [opt.state_dict() for opt in self.optimizers()]
@@ -158,7 +164,8 @@ def build_learner(config: TrialConfig, device: torch.device):
     train, test = load_dataset(config.dataset, data_root=config.data_root,
                                image_size=model.image_size, download=config.download)
     try:
-        scenario = Scenario(train, test, config.init_cls, config.increment, config.order_seed)
+        scenario = Scenario(train, test, config.init_cls, config.increment, config.order_seed,
+                            samples_per_class=config.samples_per_class)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     return create_learner(config.method, model, scenario, config), scenario
@@ -226,6 +233,7 @@ def run_trial(
             for stepper, opt in zip(steppers, active):
                 for p in stepper.group.params:
                     p.requires_grad_(opt.uses_backward)
+                    p.grad = None
             train_set.set_epoch(derive_seed(config.seed, _AUG_STREAM, t), epoch)
             gen = torch.Generator().manual_seed(derive_seed(config.seed, _DATA_STREAM, t, epoch))
             order = torch.randperm(len(train_set), generator=gen)
@@ -256,6 +264,7 @@ def run_trial(
         for stepper in steppers:
             for p in stepper.group.params:
                 p.requires_grad_(False)
+                p.grad = None
         train_seconds = task_watch.seconds
         task_passes = sum(s.forward_passes for s in steppers) - passes_before
         counters["forward_passes"] += task_passes
@@ -293,7 +302,7 @@ def run_trial(
             reporter(TaskReport(t, n_tasks, metrics, written))
 
     summary = summarize(matrix, counters, memory)
-    return TrialResult(config, matrix, summary, history)
+    return TrialResult(config, matrix, summary, history, memory.label)
 
 
 def summarize(matrix: AccuracyMatrix, counters: dict, memory: PeakMemory) -> dict[str, float]:
@@ -311,7 +320,7 @@ def _closure(learner, opt, x, y, dropout_seed: int):
             opt.zero_grad(set_to_none=True)
             loss = learner.loss(x, y)
             loss.backward()
-            return loss
+            return loss.detach()  # holds no graph: forward-grad later swaps these tensors
         return learner.loss(x, y)
 
     return closure
@@ -330,7 +339,8 @@ def evaluate(learner, scenario, t: int, task_of_label, config, device):
 
 
 _RESUME_KEYS = ("dataset", "method", "optimizer", "seed", "order_seed", "init_cls", "increment",
-                "backbone", "q", "lr", "mu", "epochs", "batch_size")
+                "backbone", "q", "lr", "mu", "epochs", "batch_size", "samples_per_class",
+                "limit_batches", "history", "sparsity", "hybrid_epochs")
 
 
 def _check_resumable(ckpt: dict, config: TrialConfig) -> None:

@@ -55,6 +55,16 @@ class ScenarioSubset(Dataset):
             set_epoch(seed, epoch)
 
 
+def _first_per_class(labels: np.ndarray, limit: int | None) -> np.ndarray:
+    """Mask keeping the first ``limit`` samples (by index) of every label."""
+    if limit is None:
+        return np.ones(len(labels), dtype=bool)
+    keep = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        keep[np.flatnonzero(labels == label)[:limit]] = True
+    return keep
+
+
 class Scenario:
     """Splits a (train, test) pair into class-incremental tasks.
 
@@ -69,7 +79,10 @@ class Scenario:
         increment: int,
         order_seed: int | None = 1993,
         shuffle: bool = True,
+        samples_per_class: int | None = None,
     ):
+        """``samples_per_class`` keeps only the first N train and N test samples of every class
+        (quick experiments and smoke tests); None keeps everything."""
         num_classes = int(train.num_classes)
         if int(test.num_classes) != num_classes:
             raise ConfigError(
@@ -97,6 +110,8 @@ class Scenario:
         self.test = test
         self._train_labels = self.remap(train.targets)
         self._test_labels = self.remap(test.targets)
+        self._train_keep = _first_per_class(self._train_labels, samples_per_class)
+        self._test_keep = _first_per_class(self._test_labels, samples_per_class)
 
     def remap(self, labels: Sequence[int] | np.ndarray) -> np.ndarray:
         """Original labels -> scenario labels (``order[k]`` becomes ``k``)."""
@@ -123,7 +138,8 @@ class Scenario:
         return range(0 if t == 0 else end - self.increment, end)
 
     def _subset(self, base: Any, labels: np.ndarray, classes: range) -> ScenarioSubset:
-        mask = (labels >= classes.start) & (labels < classes.stop)
+        keep = self._train_keep if labels is self._train_labels else self._test_keep
+        mask = (labels >= classes.start) & (labels < classes.stop) & keep
         return ScenarioSubset(base, np.flatnonzero(mask), self._label_map, classes)
 
     def train_set(self, t: int, augment: bool = True) -> ScenarioSubset:

@@ -1,0 +1,182 @@
+"""Ray Tune sweeps end to end: MLflow runs, retries from task checkpoints, and the UI in a real
+browser. One Ray session (2 CPUs) is shared by the module: each start costs seconds."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+ray = pytest.importorskip("ray")
+mlflow = pytest.importorskip("mlflow")
+
+from zeroflow.sweep import FAULT_ENV, run_sweep  # noqa: E402
+from zeroflow.trial import run_trial  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+BASE = dict(dataset="digits", init_cls=4, increment=3, epochs=2, limit_batches=2, batch_size=16,
+            samples_per_class=20)
+
+
+@pytest.fixture(scope="module")
+def ray_session(tmp_path_factory):
+    fault_spec = tmp_path_factory.mktemp("fault") / "spec"
+    os.environ[FAULT_ENV] = str(fault_spec)  # read by trial workers, which inherit it
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield fault_spec
+    ray.shutdown()
+    os.environ.pop(FAULT_ENV, None)
+
+
+def space_file(tmp_path, name, grid, run="{max_failures: 2, max_concurrent: 2}"):
+    import yaml
+
+    text = yaml.safe_dump({"name": name, "base": BASE, "grid": grid,
+                           "resources": {"cpu": 1}}, sort_keys=False) + f"run: {run}\n"
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def runs_of(uri, experiment):
+    client = mlflow.tracking.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    parents = [r for r in runs if r.data.tags.get("zeroflow.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("zeroflow.role") == "trial"]
+    return client, parents, children
+
+
+def test_four_trial_sweep_logs_parent_and_children(ray_session, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = space_file(tmp_path, "four", {"optimizer": ["fo-sgd", "zo-sgd"],
+                                         "method": ["ease", "zofc"]})
+    results, space = run_sweep(path, storage=tmp_path / "runs", tracking_uri=uri, verbose=0)
+    assert results.num_errors == 0 and len(results) == 4
+    client, parents, children = runs_of(uri, "four")
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0].info.run_id
+    assert parents[0].info.status == "FINISHED"
+    names = sorted(r.info.run_name for r in children)
+    assert names == ["optimizer=fo-sgd,method=ease", "optimizer=fo-sgd,method=zofc",
+                     "optimizer=zo-sgd,method=ease", "optimizer=zo-sgd,method=zofc"]
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        params = run.data.params
+        assert params["dataset"] == "digits" and params["increment"] == "3"
+        assert params["optimizer"] in ("fo-sgd", "zo-sgd") and "lr" in params
+        metrics = run.data.metrics
+        noise = [k for k in metrics if k.startswith(("config", "pid", "time_this", "timestamp",
+                                                     "training_iteration", "date"))]
+        assert not noise
+        for key in ("accuracy", "forgetting", "peak_memory_mb", "forward_passes",
+                    "time_task_s", "accuracy_task_0", "accuracy_task_2"):
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            assert steps == sorted(set(steps)), key  # no task logged twice
+            assert steps[-1] == 2, key
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")] == [0, 1, 2]
+        assert {"avg", "last", "forgetting"} <= set(metrics)
+        assert metrics["last"] == metrics["accuracy"]
+        arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert arts == {"accuracy_matrix.csv", "accuracy_curve.png", "config.yaml"}
+    # the browser test below reads this store
+    pytest.shared_uri = uri
+    pytest.shared_names = names
+
+
+@pytest.mark.parametrize("kind", ["raise", "kill"])
+def test_trial_dying_mid_task_is_retried_from_its_checkpoint(ray_session, tmp_path, kind):
+    marker = tmp_path / "died"
+    ray_session.write_text(f"{kind}:1:{marker}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = space_file(tmp_path, f"fault_{kind}", {"optimizer": ["zo-sgd"], "method": ["ease"]})
+    try:
+        results, _ = run_sweep(path, storage=tmp_path / "runs", tracking_uri=uri, verbose=0)
+    finally:
+        ray_session.write_text("")
+    assert marker.exists(), "the fault was not injected"
+    assert results.num_errors == 0
+    client, parents, children = runs_of(uri, f"fault_{kind}")
+    assert len(children) == 1 and children[0].info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(children[0].info.run_id, "accuracy")]
+    assert steps == [0, 1, 2]
+    straight = run_trial({**BASE, "optimizer": "zo-sgd", "method": "ease"})
+    m = children[0].data.metrics
+    assert m["avg"] == straight.summary["avg"]
+    assert m["last"] == straight.summary["last"]
+    assert m["forgetting"] == straight.summary["forgetting"]
+    assert m["forward_passes"] == straight.summary["forward_passes"]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.browser
+def test_mlflow_ui_in_a_real_browser_lists_the_sweep_runs(tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.skip("no chromium/chromedriver installed (Debian: apt-get install chromium "
+                    "chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    uri = getattr(pytest, "shared_uri", None)
+    if uri is None:
+        pytest.skip("needs the four-trial sweep of this module to have run")
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    ui = subprocess.Popen([sys.executable, "-m", "zeroflow.cli", "ui", "--port", str(port)],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True)
+    try:
+        first = ui.stdout.readline()
+        assert f"http://127.0.0.1:{port}" in first
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("the MLflow UI did not answer within 120 s")
+        exp = mlflow.tracking.MlflowClient(uri).get_experiment_by_name("four")
+        options = webdriver.ChromeOptions()
+        options.binary_location = chromium
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync",
+                     f"--user-data-dir={tmp_path / 'profile'}"):
+            options.add_argument(flag)
+        service = webdriver.ChromeService(executable_path=driver_path)
+        browser = webdriver.Chrome(options=options, service=service)
+        try:
+            browser.set_window_size(1400, 1000)
+            browser.get(f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}/runs")
+            deadline = time.time() + 60
+            found, expanded = set(), False
+            while time.time() < deadline and len(found) < len(pytest.shared_names):
+                time.sleep(1)
+                text = browser.find_element("tag name", "body").text
+                found = {n for n in pytest.shared_names if n in text}
+                expanders = browser.find_elements(
+                    "css selector", "button[data-component-id*='runnamecellrenderer']")
+                if not expanded and expanders:  # trial runs nest under the sweep's run
+                    expanders[0].click()
+                    expanded = True
+            assert found == set(pytest.shared_names), browser.find_element(
+                "tag name", "body").text[:2000]
+        finally:
+            browser.quit()
+    finally:
+        os.killpg(ui.pid, 15)
+        ui.wait(timeout=30)

@@ -1,0 +1,87 @@
+"""A sweep whose driver is SIGKILLed is finished by ``zeroflow resume``: finished trials are
+not rerun, unfinished ones continue, and MLflow holds one run per trial with no task twice.
+Both drivers are subprocesses (each starts its own Ray)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+mlflow = pytest.importorskip("mlflow")
+pytest.importorskip("ray")
+
+from zeroflow.trial import run_trial  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+BASE = dict(dataset="digits", init_cls=4, increment=3, epochs=3, limit_batches=4, batch_size=16,
+            samples_per_class=20)
+
+
+def children(uri, name):
+    client = mlflow.tracking.MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        return client, [], []
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    return (client, [r for r in runs if r.data.tags.get("zeroflow.role") == "sweep"],
+            [r for r in runs if r.data.tags.get("zeroflow.role") == "trial"])
+
+
+def test_killed_driver_is_finished_by_resume(tmp_path):
+    space = tmp_path / "resumable.yaml"
+    space.write_text(yaml.safe_dump({
+        "name": "resumable", "base": BASE,
+        "grid": {"optimizer": ["zo-sgd", "fo-sgd"], "method": ["finetune"]},
+        "resources": {"cpu": 1}, "run": {"max_failures": 1, "max_concurrent": 1}},
+        sort_keys=False))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    cmd = [sys.executable, "-m", "zeroflow.cli"]
+    storage = str(tmp_path / "runs")
+    driver = subprocess.Popen(cmd + ["sweep", str(space), "--storage", storage], env=env,
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        logged = 0
+        while time.time() < deadline and driver.poll() is None:
+            time.sleep(0.5)
+            client, _, kids = children(uri, "resumable")
+            logged = sum(len(client.get_metric_history(r.info.run_id, "accuracy"))
+                         for r in kids)
+            if logged >= 1:
+                break
+        assert driver.poll() is None and logged >= 1, "the sweep ended before it could be killed"
+        seen = time.time()
+        states = tmp_path / "runs" / "resumable"
+        while time.time() < deadline and driver.poll() is None:  # Tune saved state since?
+            if any(p.stat().st_mtime > seen for p in states.glob("experiment_state-*.json")):
+                break
+            time.sleep(0.2)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    _, _, kids = children(uri, "resumable")
+    finished = [r for r in kids if r.info.status == "FINISHED"]
+    assert len(finished) < 2, "nothing was left to resume"
+
+    done = subprocess.run(cmd + ["resume", "resumable", "--storage", storage], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "sweep resumable: 2 trials, 0 errored" in done.stdout
+
+    client, parents, kids = children(uri, "resumable")
+    assert len(parents) == 1 and len(kids) == 2
+    for run in kids:
+        assert run.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")]
+        assert steps == [0, 1, 2], steps
+        straight = run_trial({**BASE, "method": "finetune",
+                              "optimizer": run.data.params["optimizer"]})
+        for key in ("avg", "last", "forgetting", "forward_passes"):
+            assert run.data.metrics[key] == straight.summary[key], key
