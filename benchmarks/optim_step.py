@@ -8,8 +8,9 @@ What trains is what EASE trains on a task: one adapter set (every block) and a c
 the backbone is frozen. Each row is measured in its own subprocess, so peak memory is that
 row's alone: CUDA ``max_memory_allocated`` on GPU; on CPU the process's peak RSS, shown both
 whole and as the rise above the process's RSS once the model and batch are built (the whole
-figure is dominated by the Python/torch runtime). Ratios are within one run of this script;
-compare them, not absolute times, across machines.
+figure is dominated by the Python/torch runtime). Time ratios divide a row's median step time by
+the median of inference forwards timed in the same process, interleaved with the steps;
+compare ratios, not absolute times, across machines.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def _sync(device):
 
 
 def measure(args) -> dict:
-    """One row: 'inference' or an optimizer name."""
+    """One row: 'inference' (memory reference) or an optimizer name. Inference forwards are
+    timed in the same process, interleaved with the steps, so the time ratio is in-run."""
     from zeroflow import optim
 
     device = torch.device(args.device)
@@ -71,53 +73,62 @@ def measure(args) -> dict:
         model.reseed(0)
         return F.cross_entropy(head(model.features(x, 0)), y)
 
+    def infer():
+        with torch.no_grad():
+            loss_fn()
+
     if args.one == "inference":
         for p in params:
             p.requires_grad_(False)
-
-        def run():
-            with torch.no_grad():
-                loss_fn()
-
-        passes = 1
+        run, opt = infer, None
     else:
         opt = optim.build(args.one, params, lr=1e-3, **(
             {} if optim.is_first_order(args.one) else {"q": args.q}))
-        for p in params:
-            p.requires_grad_(opt.uses_backward)
 
         def closure():
             if opt.uses_backward:
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn()
                 loss.backward()
-                return loss
+                return loss.detach()
             return loss_fn()
 
         def run():
             opt.step(closure)
 
-        passes = None
+    def timed(fn) -> float:
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        return time.perf_counter() - start
+
+    for p in params:
+        p.requires_grad_(opt is not None and opt.uses_backward)
     for _ in range(args.warmup):
         run()
-    _sync(device)
+        infer()
     base_rss = _rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
+    step_times, fwd_times = [], []
     for _ in range(args.repeats):
-        start = time.perf_counter()
-        run()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    if passes is None:
-        passes = opt.forward_passes / (args.warmup + args.repeats)
-    row = {"name": args.one, "ms": 1e3 * statistics.median(times), "passes": passes}
+        step_times.append(timed(run))
+        with torch.no_grad():
+            for p in params:  # inference never needs grads
+                p.requires_grad_(False)
+            fwd_times.append(timed(infer))
+            for p in params:
+                p.requires_grad_(opt is not None and opt.uses_backward)
     if device.type == "cuda":
-        row["peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
     else:
-        row["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
-        row["rise_mb"] = row["peak_mb"] - base_rss
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+    passes = 1 if opt is None else opt.forward_passes / (args.warmup + args.repeats)
+    row = {"name": args.one, "ms": 1e3 * statistics.median(step_times),
+           "fwd_ms": 1e3 * statistics.median(fwd_times), "passes": passes, "peak_mb": peak}
+    if device.type != "cuda":
+        row["rise_mb"] = peak - base_rss
     return row
 
 
@@ -152,9 +163,10 @@ def main() -> None:
     inf = child("inference", 1)
     cpu = not args.device.startswith("cuda")
     print(f"# inference forward: {inf['ms']:.2f} ms, peak {inf['peak_mb']:.0f} MB"
-          + (f" (rise {inf['rise_mb']:.0f} MB)" if cpu else ""))
-    header = ["optimizer", "q", "passes/step", "step ms", "step/(2q fwd)", "step/(passes fwd)",
-              "peak MB", "peak/inference"] + (["rise MB"] if cpu else [])
+          + (f" (rise {inf['rise_mb']:.0f} MB)" if cpu else "")
+          + "; each row times its own inference forwards (fwd ms) interleaved with its steps")
+    header = ["optimizer", "q", "passes/step", "step ms", "fwd ms", "step/(2q fwd)",
+              "step/(passes fwd)", "peak MB", "peak/inference"] + (["rise MB"] if cpu else [])
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for q in args.q:
@@ -162,10 +174,11 @@ def main() -> None:
             if optim.is_first_order(name) and q != args.q[0]:
                 continue
             r = child(name, q)
+            fwd = r["fwd_ms"]
             cells = [name, str(q) if not optim.is_first_order(name) else "-",
-                     f"{r['passes']:.0f}", f"{r['ms']:.2f}", f"{r['ms'] / (2 * q * inf['ms']):.2f}",
-                     f"{r['ms'] / (r['passes'] * inf['ms']):.2f}", f"{r['peak_mb']:.0f}",
-                     f"{r['peak_mb'] / inf['peak_mb']:.3f}"]
+                     f"{r['passes']:.0f}", f"{r['ms']:.2f}", f"{fwd:.2f}",
+                     f"{r['ms'] / (2 * q * fwd):.2f}", f"{r['ms'] / (r['passes'] * fwd):.2f}",
+                     f"{r['peak_mb']:.0f}", f"{r['peak_mb'] / inf['peak_mb']:.3f}"]
             if cpu:
                 cells.append(f"{r['rise_mb']:.0f}")
             print("| " + " | ".join(cells) + " |", flush=True)
