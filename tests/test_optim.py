@@ -400,3 +400,50 @@ def test_hybrid_schedule():
     assert optim.fo_counterpart("forward-grad") == "fo-sgd"
     with pytest.raises(ValueError):
         optim.HybridSchedule(-1)
+
+
+def test_conserve_history_state_matches_the_kept_move():
+    """The smoothing state follows the candidate kept: u for θ - lr·u, -u for θ + lr·u.
+
+    f = sin(θ) with a huge mu makes many estimates point the wrong way, so both candidates win
+    sometimes; u is recomputed here from the exact finite differences."""
+    theta = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    lr, mu, alpha = 0.5, 4.0, 0.5
+    opt = optim.build("zo-sgd-conserve", [theta], lr=lr, momentum=0.0, weight_decay=0.0,
+                      history=alpha, seed=4, mu=mu)
+
+    def closure():
+        return torch.sin(theta).sum()
+
+    plus = minus = 0
+    for _ in range(60):
+        (seed,) = opt.direction_seeds()
+        prev = opt.state[theta].get("history")
+        before = theta.detach().clone()
+        z = opt.sampler.block(seed, 0, before)
+        g = float((torch.sin(before + mu * z) - torch.sin(before - mu * z)).sum()) / (2 * mu) * z
+        u = g if prev is None else (1 - alpha) * g + alpha * prev
+        opt.step(closure)
+        delta = theta.detach() - before
+        if torch.equal(delta, torch.zeros_like(delta)):
+            continue
+        if torch.allclose(delta, -lr * u):
+            minus += 1
+            torch.testing.assert_close(opt.state[theta]["history"], u)
+        else:
+            torch.testing.assert_close(delta, lr * u)
+            plus += 1
+            torch.testing.assert_close(opt.state[theta]["history"], -u)
+    assert plus > 0 and minus > 0, (plus, minus)
+
+
+def test_nonfinite_forward_difference_reports_nan_not_progress():
+    theta = torch.nn.Parameter(torch.ones(4))
+    start = theta.detach().clone()
+    opt = optim.build("zo-sgd", [theta], lr=1e-2, difference="forward")
+
+    def closure():  # finite at θ, infinite anywhere else
+        return theta.sum() + (0.0 if torch.equal(theta, start) else float("inf"))
+
+    loss = opt.step(closure)
+    assert torch.isnan(loss) and torch.equal(theta.detach(), start)

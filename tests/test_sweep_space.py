@@ -58,6 +58,8 @@ def test_bad_spaces_fail_in_one_line_before_anything_starts(tmp_path, edit, need
     ("{lr: {uniform: [0.1, 2.0e+9]}}", None),
     ("{mu: {uniform: [-1.0, 1.0]}}", "mu=-1.0 is out of range"),
     ("{batch_size: {randint: [8, 32]}}", None),
+    ("{lr: {loguniform: [1e-4, 1e-1]}}", None),  # YAML reads 1e-4 as a string
+    ("{mu: {uniform: [1.0e-3, .inf]}}", "must be a finite number"),
 ])
 def test_sampled_ranges_are_checked_at_both_ends(tmp_path, sample, needle):
     text = GOOD.replace("run: {", f"sample: {sample}\nrun: {{")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 
 from zeroflow.errors import ZeroflowError
@@ -56,26 +55,32 @@ def cmd_run(args) -> int:
     config = load_config(path, overrides)
     tracker = None
     if args.track:
-        import uuid
-
         from zeroflow.tracking import RunTracker
 
-        key = os.path.abspath(args.checkpoint_dir) if args.checkpoint_dir else uuid.uuid4().hex
-        tracker = RunTracker(config.to_dict(), key)
+        tracker = RunTracker(config.to_dict(), RunTracker.key_for(args.checkpoint_dir))
     try:
         result = run_trial(config, tracker.report if tracker else None,
                            checkpoint_dir=args.checkpoint_dir,
                            log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    except BaseException:
+    except BaseException as err:
         if tracker:
-            tracker.finish("FAILED")
+            _finish_quietly(tracker, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
     if tracker:
+        tracker.n_tasks = result.matrix.n_tasks
         tracker.finish("FINISHED")
     print(format_result(result))
     if tracker:
         print(f"MLflow run {tracker.run_id} in experiment {tracker.tracker.sweep!r}: zeroflow ui")
     return 0
+
+
+def _finish_quietly(tracker, status: str) -> None:
+    """Mark the run ended without letting a tracking problem hide the trial's own error."""
+    try:
+        tracker.finish(status)
+    except Exception as err:  # noqa: BLE001 - the original error is what the user needs
+        print(f"warning: could not finish the MLflow run: {err}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ the key and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -173,6 +174,8 @@ def _check(f, value) -> None:
         choices = _optimizer_names()
     if choices and value not in choices:
         raise ConfigError(f"{f.name}={value!r} is not valid; choose one of: {', '.join(choices)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{f.name}={value!r} must be a finite number")
     if "range" in meta:
         lo, hi, lo_open, hi_open = meta["range"]
         ok = (lo is None or (value > lo if lo_open else value >= lo)) and (

@@ -25,10 +25,12 @@ a retried trial restarts from its last finished task. MLflow is written by the d
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import shutil
 import signal
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ from zeroflow.errors import ConfigError
 SPACE_KEYS = ("name", "description", "base", "grid", "sample", "overrides", "resources", "run")
 RUN_KEYS = {"max_failures": 0, "max_concurrent": 1, "num_samples": 1}
 RESOURCE_KEYS = ("cpu", "gpu")
+logger = logging.getLogger(__name__)
 GRID_POINT = "grid_point"  # param-space key holding a point of united grids
 SAMPLERS = {"loguniform": 2, "uniform": 2, "randint": 2, "choice": None}
 DEFAULT_STORAGE = "zeroflow_runs"
@@ -206,8 +209,7 @@ def load_space(path: str | os.PathLike, name: str | None = None) -> Space:
         set(base) & set(sample)) | (set(grid) & set(sample)))
     if overlap:
         _fail(path, f"key(s) {', '.join(overlap)} appear in more than one of base/grid/sample")
-    for key, spec in sample.items():
-        _check_sampler(path, key, spec)
+    sample = {key: _check_sampler(path, key, spec) for key, spec in sample.items()}
     overrides = _check_overrides(path, raw.get("overrides") or [], grid, sample)
     resources = {"cpu": 1.0, "gpu": 0.0, **(raw.get("resources") or {})}
     bad = sorted(set(resources) - set(RESOURCE_KEYS))
@@ -235,7 +237,17 @@ def load_space(path: str | os.PathLike, name: str | None = None) -> Space:
     return space
 
 
-def _check_sampler(path, key: str, spec) -> None:
+def _number(value):
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string: take numeric strings as floats."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _check_sampler(path, key: str, spec) -> dict[str, list]:
     if not isinstance(spec, dict) or len(spec) != 1:
         _fail(path, f"sample.{key} must be one of {{{', '.join(SAMPLERS)}: [...]}}")
     (kind, args), = spec.items()
@@ -244,6 +256,7 @@ def _check_sampler(path, key: str, spec) -> None:
     if not isinstance(args, list) or not args:
         _fail(path, f"sample.{key}.{kind} must be a list")
     if SAMPLERS[kind] is not None:
+        args = [_number(a) for a in args]
         if len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool)
                                      for a in args):
             _fail(path, f"sample.{key}.{kind} must be [low, high] numbers")
@@ -252,6 +265,7 @@ def _check_sampler(path, key: str, spec) -> None:
             _fail(path, f"sample.{key}.{kind}: low {lo} must be below high {hi}")
         if kind == "loguniform" and lo <= 0:
             _fail(path, f"sample.{key}.loguniform: low {lo} must be > 0")
+    return {kind: args}
 
 
 def _check_overrides(path, rules, grid, sample) -> list[tuple[dict, dict]]:
@@ -328,9 +342,12 @@ def zeroflow_trainable(config: dict) -> None:
 
     def report(rep) -> None:
         snapshot = tempfile.mkdtemp(prefix="zf_ckpt_")
-        shutil.copy(Path(rep.checkpoint_dir) / CHECKPOINT_FILE, snapshot)
-        tune.report({**rep.metrics, "task": rep.task, "n_tasks": rep.n_tasks},
-                    checkpoint=tune.Checkpoint.from_directory(snapshot))
+        try:
+            shutil.copy(Path(rep.checkpoint_dir) / CHECKPOINT_FILE, snapshot)
+            tune.report({**rep.metrics, "task": rep.task, "n_tasks": rep.n_tasks},
+                        checkpoint=tune.Checkpoint.from_directory(snapshot))
+        finally:  # tune.report has persisted the checkpoint by the time it returns
+            shutil.rmtree(snapshot, ignore_errors=True)
 
     def on_epoch(task: int, epoch: int) -> None:
         if epoch == 1:
@@ -341,6 +358,8 @@ def zeroflow_trainable(config: dict) -> None:
                   on_epoch=on_epoch)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        if resume_from is not None:
+            shutil.rmtree(resume_from, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------- tracking
@@ -362,15 +381,18 @@ class MLflowSweepCallback(_tune_callback_base()):
     """Driver-side MLflow logging that survives a sweep restore.
 
     Ray's ``MLflowLoggerCallback`` keeps its run ids in memory and opens new runs after a
-    restore; this one finds each trial's run again by its ``zeroflow.trial_id`` tag, skips tasks
-    already logged, and reconciles runs of trials that finished while no driver was watching.
-    Picklable (Ray stores it with the experiment): the MLflow client is made lazily.
+    restore; this one finds each trial's run again by its ``zeroflow.trial_id`` tag (within the
+    launch's ``sweep_id``), skips tasks already logged, and at the end reconciles runs of trials
+    that finished while no driver was watching. A tracking error is logged as a warning and
+    never stops the sweep (the reconciliation catches up). Picklable (Ray stores it with the
+    experiment): the MLflow client is made lazily.
     """
 
     def __init__(self, sweep: str, tracking_uri: str, varying: list[str], space: dict,
-                 space_text: str = ""):
+                 space_text: str = "", sweep_id: str | None = None):
         self.sweep, self.uri, self.varying = sweep, tracking_uri, varying
         self.space, self.space_text = space, space_text
+        self.sweep_id = sweep_id or uuid.uuid4().hex
         self._tracker = None
 
     def __getstate__(self):
@@ -383,69 +405,90 @@ class MLflowSweepCallback(_tune_callback_base()):
         if self._tracker is None:
             from zeroflow.tracking import SweepTracker
 
-            self._tracker = SweepTracker(self.sweep, self.uri)
+            self._tracker = SweepTracker(self.sweep, self.uri, self.sweep_id)
             self._tracker.log_sweep_params(self.space, self.space_text)
         return self._tracker
 
-    def setup(self, **info):
-        _ = self.tracker
-
-    def _run(self, trial) -> str:
+    def _run(self, trial, reopen: bool = False) -> str:
         return self.tracker.trial_run(trial.trial_id, trial_name(trial.config, self.varying),
-                                      make_config(trial_config(trial.config)).to_dict())
+                                      make_config(trial_config(trial.config)).to_dict(),
+                                      reopen=reopen)
+
+    def _guard(self, what: str, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception as err:  # noqa: BLE001 - tracking must not end the sweep
+            logger.warning("zeroflow: MLflow %s failed (%s); the sweep goes on", what, err)
+
+    def setup(self, **info):
+        self._guard("setup", lambda: self.tracker)
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._run(trial)
+        self._guard("trial start", self._run, trial, True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._guard("result", self._log, trial, result)
+
+    def _log(self, trial, result) -> None:
         from zeroflow.tracking import task_metrics
 
         if "task" in result:
             self.tracker.log_task(self._run(trial), int(result["task"]), task_metrics(result))
 
     def _finish(self, trial, status: str) -> None:
-        n_tasks = int((trial.last_result or {}).get("n_tasks", 0))
         config = make_config(trial_config(trial.config))
-        if not n_tasks:
-            from zeroflow.data.datasets import DATASETS
-
-            n_classes = DATASETS[config.dataset].num_classes
-            n_tasks = 1 + max(0, (n_classes - config.init_cls) // config.increment)
+        n_tasks = int((trial.last_result or {}).get("n_tasks", 0))
         self.tracker.finish_trial(self._run(trial), config.to_dict(), n_tasks,
                                   f"{self.sweep}: {trial_name(trial.config, self.varying)}",
                                   status)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._finish(trial, "FINISHED")
+        self._guard("trial end", self._finish, trial, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, "FAILED")
+        self._guard("trial error", self._finish, trial, "FAILED")
 
     def on_experiment_end(self, trials, **info):
-        """Reconcile: trials that ended while no driver logged (a killed driver) get their
-        final metrics and status now; then the sweep's run ends."""
-        failed = False
+        self._guard("reconciliation", self._reconcile, trials)
+
+    def _reconcile(self, trials) -> None:
+        """Trials that finished while no driver logged (a killed driver) get their missing
+        tasks, final metrics and status now; trials stopped part-way (Ctrl-C) are KILLED, not
+        FINISHED; then the sweep's run ends accordingly."""
+        statuses = []
         for trial in trials:
-            status = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}.get(trial.status)
-            failed |= status == "FAILED"
-            if status is None:
-                continue
+            last = trial.last_result or {}
+            complete = trial.status == "TERMINATED" and "n_tasks" in last and int(
+                last.get("task", -1)) == int(last["n_tasks"]) - 1
+            status = "FAILED" if trial.status == "ERROR" else (
+                "FINISHED" if complete else "KILLED")
+            statuses.append(status)
             run_id = self._run(trial)
-            if self.tracker.run_status(run_id) == "RUNNING":
-                for result in _trial_results(trial):
-                    self.on_trial_result(0, trials, trial, result)
-                self._finish(trial, status)
-        self.tracker.finish_sweep("FAILED" if failed else "FINISHED")
+            if self.tracker.run_status(run_id) != "RUNNING":
+                continue
+            if status == "KILLED":
+                self.tracker.client.set_terminated(run_id, status="KILLED")
+                continue
+            for result in _checkpoint_results(trial):
+                self._log(trial, result)
+            self._finish(trial, status)
+        overall = ("FAILED" if "FAILED" in statuses else
+                   "KILLED" if "KILLED" in statuses else "FINISHED")
+        self.tracker.finish_sweep(overall)
 
 
-def _trial_results(trial) -> list[dict]:
-    """A trial's reported results from its progress file (for reconciling after a restore)."""
-    import pandas as pd
+def _checkpoint_results(trial) -> list[dict]:
+    """Every task's reported metrics, from the trial's latest checkpoint (its full history)."""
+    from zeroflow.trial import CHECKPOINT_FILE, load_checkpoint
 
-    path = Path(trial.local_path or "") / "progress.csv"
-    if not path.exists():
-        return [trial.last_result] if trial.last_result else []
-    return pd.read_csv(path).to_dict("records")
+    checkpoint = getattr(trial, "checkpoint", None)
+    if checkpoint is None:
+        return []
+    with checkpoint.as_directory() as directory:
+        if not (Path(directory) / CHECKPOINT_FILE).exists():
+            return []
+        payload = load_checkpoint(directory)
+    return [{**metrics, "task": t} for t, metrics in enumerate(payload["history"])]
 
 
 # ---------------------------------------------------------------------------------- driver

@@ -23,6 +23,7 @@ import yaml
 TAG_SWEEP = "zeroflow.sweep"
 TAG_ROLE = "zeroflow.role"
 TAG_TRIAL = "zeroflow.trial_id"
+TAG_SWEEP_ID = "zeroflow.sweep_id"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 
@@ -108,7 +109,7 @@ def plot_accuracy_curve(matrix, path: Path, title: str) -> None:
 class SweepTracker:
     """The driver's MLflow writer for one sweep: parent run, child runs, metrics, artifacts."""
 
-    def __init__(self, sweep: str, tracking_uri: str | None = None):
+    def __init__(self, sweep: str, tracking_uri: str | None = None, sweep_id: str | None = None):
         import logging
 
         from mlflow.tracking import MlflowClient
@@ -116,7 +117,7 @@ class SweepTracker:
         for name in ("mlflow.store.db.utils", "alembic"):  # "creating tables..." chatter
             logging.getLogger(name).setLevel(logging.WARNING)
 
-        self.sweep = sweep
+        self.sweep, self.sweep_id = sweep, sweep_id
         self.uri = tracking_uri or default_tracking_uri()
         self.client = MlflowClient(tracking_uri=self.uri)
         exp = self.client.get_experiment_by_name(sweep)
@@ -138,14 +139,21 @@ class SweepTracker:
             self._parent_id = self._find_or_create_parent()
         return self._parent_id
 
+    def _parent_filter(self) -> str:
+        # a sweep is its launch (sweep_id): reusing a name must not reopen another launch's run
+        where = f"tags.`{TAG_ROLE}` = 'sweep'"
+        return where + (f" and tags.`{TAG_SWEEP_ID}` = '{self.sweep_id}'" if self.sweep_id else "")
+
     def _find_or_create_parent(self) -> str:
-        found = self._search(f"tags.`{TAG_ROLE}` = 'sweep'")
+        found = self._search(self._parent_filter())
         if found:
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
             return run_id
-        run = self.client.create_run(self.experiment_id, run_name=self.sweep,
-                                     tags={TAG_SWEEP: self.sweep, TAG_ROLE: "sweep"})
+        tags = {TAG_SWEEP: self.sweep, TAG_ROLE: "sweep"}
+        if self.sweep_id:
+            tags[TAG_SWEEP_ID] = self.sweep_id
+        run = self.client.create_run(self.experiment_id, run_name=self.sweep, tags=tags)
         return run.info.run_id
 
     def log_sweep_params(self, params: dict[str, Any], space_text: str | None = None) -> None:
@@ -156,15 +164,19 @@ class SweepTracker:
             self.log_text(self.parent_id, space_text, "space.yaml")
 
     def trial_run(self, trial_id: str, name: str, config: dict[str, Any],
-                  nested: bool = True) -> str:
-        """The run of ``trial_id``: found again if it exists (resume), else created as a child
-        of the sweep's run (``nested``) or on its own (``zeroflow run``)."""
+                  nested: bool = True, reopen: bool = False) -> str:
+        """The run of ``trial_id``: found again if it exists (resume; ``reopen`` marks it
+        RUNNING again), else created as a child of the sweep's run (``nested``) or on its own
+        (``zeroflow run``)."""
         if trial_id in self._runs:
+            if reopen:
+                self.client.update_run(self._runs[trial_id], status="RUNNING")
             return self._runs[trial_id]
         found = self._search(f"tags.`{TAG_TRIAL}` = '{trial_id}'")
         if found:
             run_id = found[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
+            if reopen:
+                self.client.update_run(run_id, status="RUNNING")
             history = self.client.get_metric_history(run_id, "accuracy")
             self._logged_steps[run_id] = max((m.step for m in history), default=-1)
         else:
@@ -212,7 +224,8 @@ class SweepTracker:
         from mlflow.entities import Metric
 
         history = self.history(run_id)
-        matrix = matrix_from_history(history, n_tasks)
+        logged = max((step for steps in history.values() for step in steps), default=-1)
+        matrix = matrix_from_history(history, max(n_tasks, logged + 1))
         if matrix.done:
             import time
 
@@ -242,7 +255,7 @@ class SweepTracker:
         return self.client.get_run(run_id).info.status
 
     def finish_sweep(self, status: str = "FINISHED") -> None:
-        if self._parent_id is not None or self._search(f"tags.`{TAG_ROLE}` = 'sweep'"):
+        if self._parent_id is not None or self._search(self._parent_filter()):
             self.client.set_terminated(self.parent_id, status=status)
 
 
@@ -256,8 +269,18 @@ class RunTracker:
         self.tracker = SweepTracker(self.EXPERIMENT, tracking_uri)
         self.config = config
         self.name = f"{config['method']}/{config['optimizer']}/{config['dataset']}"
-        self.run_id = self.tracker.trial_run(key, self.name, config, nested=False)
+        self.run_id = self.tracker.trial_run(key, self.name, config, nested=False, reopen=True)
         self.n_tasks = 0
+
+    @staticmethod
+    def key_for(checkpoint_dir: str | None) -> str:
+        """A run's key: its checkpoint folder (so a resumed run continues its MLflow run)."""
+        import hashlib
+        import uuid
+
+        if checkpoint_dir is None:
+            return uuid.uuid4().hex
+        return hashlib.sha1(os.path.abspath(checkpoint_dir).encode()).hexdigest()
 
     def report(self, report) -> None:
         self.n_tasks = report.n_tasks

@@ -338,9 +338,8 @@ def evaluate(learner, scenario, t: int, task_of_label, config, device):
     return accuracy_by_task(torch.cat(preds), torch.cat(labels), task_of_label, t + 1)
 
 
-_RESUME_KEYS = ("dataset", "method", "optimizer", "seed", "order_seed", "init_cls", "increment",
-                "backbone", "q", "lr", "mu", "epochs", "batch_size", "samples_per_class",
-                "limit_batches", "history", "sparsity", "hybrid_epochs")
+# keys that may differ when a trial resumes: where and how fast it runs, not what it computes
+_FREE_ON_RESUME = ("device", "num_workers", "eval_batch_size", "data_root", "download")
 
 
 def _check_resumable(ckpt: dict, config: TrialConfig) -> None:
@@ -348,7 +347,8 @@ def _check_resumable(ckpt: dict, config: TrialConfig) -> None:
         raise ConfigError("checkpoint was written by another zeroflow version; start afresh "
                           "with another checkpoint_dir")
     saved = ckpt["config"]
-    diff = [k for k in _RESUME_KEYS if saved.get(k) != getattr(config, k)]
+    current = config.to_dict()
+    diff = [k for k in current if k not in _FREE_ON_RESUME and saved.get(k) != current[k]]
     if diff:
         pairs = ", ".join(f"{k}: {saved.get(k)!r} → {getattr(config, k)!r}" for k in diff)
         raise ConfigError(f"checkpoint belongs to another trial ({pairs}); use the same config "

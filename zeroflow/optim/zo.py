@@ -25,8 +25,10 @@ is O(largest tensor); no parameter-sized buffer beyond the rule's own state):
 Conserve (``conserve=True``): with the proposed update u, evaluate f(θ - lr u) and f(θ + lr u)
 and keep the best of {θ, θ - lr u, θ + lr u} (ties keep the earlier). The rule's state advances
 once, for the kept candidate only: θ - lr u commits the new state; θ + lr u commits it with the
-first moment negated (momentum buffer / Adam's m), which is exactly the state whose update is
--u; keeping θ leaves the rule's state untouched. f(θ) comes from the estimate when it was
+first moment negated (momentum buffer / Adam's m, and the history estimate), which is exactly
+the state whose update is -u; keeping θ leaves the rule's state untouched. Conserve always keeps
+one copy of the trainable tensors during its step (whatever ``exact_restore`` says), so that
+every candidate is computed from the exact θ. f(θ) comes from the estimate when it was
 evaluated (forward differences, forward-grad), else costs one pass: central q = 1 costs 5 passes.
 
 Determinism: direction i of step t has seed derive_seed(seed, t, i); everything random is drawn
@@ -211,6 +213,8 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
             raise ValueError("forward-pass optimizers need a closure that returns the loss")
         estimate = self.evaluate(closure, self.direction_seeds())
         self.apply(estimate, closure)
+        if not all(math.isfinite(c) for c in estimate.scalars):
+            return torch.tensor(float("nan"))  # a skipped step must not look like progress
         return torch.tensor(estimate.loss)
 
     # ----------------------------------------------------------------------------- the rule
@@ -231,8 +235,8 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
                     prev = state.get("history")
                     if prev is not None:
                         g.mul_(1 - self.history).add_(prev, alpha=self.history)
-                    if commit:
-                        state["history"] = g.clone()
+                    if commit:  # the estimate of the move kept (negated for θ + lr·u)
+                        state["history"] = g.clone() if commit > 0 else g.neg()
                 if self.sign == "elementwise":
                     g = g.sign()
                 if wd:
