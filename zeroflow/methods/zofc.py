@@ -12,20 +12,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from zeroflow.methods.base import Learner, ParamGroup
-from zeroflow.methods.finetune import GrowingLinear
+from zeroflow.methods.base import ParamGroup
+from zeroflow.methods.finetune import Finetune
 
 
-class ZOFC(Learner):
-    def __init__(self, model, scenario, config):
-        super().__init__(model, scenario, config)
-        self.head = GrowingLinear(model.embed_dim)
-
-    def before_task(self, task: int) -> None:
-        super().before_task(task)
-        if task == 0:
-            self.model.add_adapter_set(self.config.adapter_bottleneck)
-        self.head.grow(self.seen(task), self.generator(task))
+class ZOFC(Finetune):
+    """Finetune's structure (one adapter set, a growing linear head) with the adapter and the
+    classifier in separate groups, and earlier tasks' logits masked in the loss."""
 
     def param_groups(self) -> list[ParamGroup]:
         return [
@@ -41,7 +34,3 @@ class ZOFC(Learner):
             logits = logits.masked_fill(
                 torch.arange(logits.shape[1], device=logits.device) < start, float("-inf"))
         return F.cross_entropy(logits, y)
-
-    @torch.no_grad()
-    def predict(self, x):
-        return self.head(self.model.features(x, 0))
