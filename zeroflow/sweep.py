@@ -575,8 +575,8 @@ def resume_sweep(name_or_path: str, *, storage: str | os.PathLike | None = None,
     if not tune.Tuner.can_restore(str(path)):
         raise ConfigError(f"no sweep to resume at {path}; give a sweep name (with --storage "
                           f"where it lives) or its folder")
+    space = saved_space(path)  # fails fast, before Ray starts
     _init_ray(address)
-    space = saved_space(path)
     _frequent_experiment_state()
     tuner = tune.Tuner.restore(str(path), trainable=tune.with_resources(
         zeroflow_trainable, dict(space.resources)), resume_errored=True)
