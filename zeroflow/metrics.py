@@ -56,10 +56,6 @@ class AccuracyMatrix:
         drops = [np.max(self.a[j : t + 1, j]) - self.a[t, j] for j in range(t)]
         return float(np.mean(drops))
 
-    def to_rows(self) -> list[list[float]]:
-        """Rows "after task t", columns "task j"; empty cells are NaN."""
-        return self.a.tolist()
-
     def to_csv(self) -> str:
         header = "after_task," + ",".join(f"task_{j}" for j in range(self.n_tasks)) + ",seen"
         lines = [header]
@@ -110,16 +106,11 @@ class PeakMemory:
 
 
 class Stopwatch:
-    """Wall time of a span, with a step counter for time per step."""
+    """Wall time since creation."""
 
     def __init__(self):
         self.start = time.perf_counter()
-        self.steps = 0
 
     @property
     def seconds(self) -> float:
         return time.perf_counter() - self.start
-
-    @property
-    def per_step(self) -> float:
-        return self.seconds / self.steps if self.steps else 0.0

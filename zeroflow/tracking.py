@@ -31,7 +31,6 @@ RUN_NAME_TAG = "mlflow.runName"
 TASK_METRICS = ("accuracy", "avg_accuracy", "forgetting", "peak_memory_mb", "forward_passes",
                 "forward_passes_task", "steps", "time_task_s", "train_time_task_s",
                 "time_per_step_s")
-FINAL_METRICS = {"avg": "avg_accuracy", "last": "accuracy", "forgetting": "forgetting"}
 
 
 def default_tracking_uri(launch_dir: str | os.PathLike | None = None) -> str:

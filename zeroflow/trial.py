@@ -216,7 +216,7 @@ def run_trial(
         log(f"resumed after task {ckpt['task'] + 1}/{n_tasks} from {source}")
 
     for t in range(start, n_tasks):
-        task_watch = Stopwatch()
+        task_watch, task_steps = Stopwatch(), 0
         learner.before_task(t)
         learner.to(device)
         epochs = learner.epochs(t)
@@ -253,11 +253,10 @@ def run_trial(
                         )
                 loss_sum += loss_value
                 n_steps += 1
-                epoch_watch.steps += 1
             for stepper in steppers:
                 stepper.epoch_end()
             counters["steps"] += n_steps
-            task_watch.steps += n_steps
+            task_steps += n_steps
             log(f"task {t + 1}/{n_tasks} epoch {epoch + 1}/{epochs}: "
                 f"loss {loss_sum / max(n_steps, 1):.4f}, {n_steps} steps, "
                 f"{epoch_watch.seconds:.1f}s")
@@ -284,7 +283,7 @@ def run_trial(
             "forward_passes_task": float(task_passes),
             "steps": float(counters["steps"]),
             "time_task_s": task_watch.seconds, "train_time_task_s": train_seconds,
-            "time_per_step_s": train_seconds / task_watch.steps if task_watch.steps else 0.0,
+            "time_per_step_s": train_seconds / task_steps if task_steps else 0.0,
         }
         history.append(metrics)
         log(f"task {t + 1}/{n_tasks} done: accuracy {seen:.2f}% on {scenario.classes_seen(t)} "
