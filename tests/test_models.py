@@ -17,6 +17,7 @@ from zeroflow.models import (
     create_backbone,
 )
 from zeroflow.models.pretrain_tiny import digits_prototype_accuracy
+from zeroflow.optim.forward_grad import dual_parameters
 
 
 def _images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -132,14 +133,8 @@ def test_forward_ad_tangent_matches_backward(fresh_tiny):
     fused = [blk.attn.fused_attn for blk in fresh_tiny.backbone.blocks]
     fresh_tiny.reseed(11)
     with torch.no_grad(), fwAD.dual_level():
-        duals = [fwAD.make_dual(p.detach(), v) for p, v in zip(params, tangents)]
-        for p, d in zip(params, duals):
-            torch.utils.swap_tensors(p, d)
-        try:
+        with dual_parameters(params, tangents):  # the optimizer's own mechanism
             outs = losses()
-        finally:
-            for p, d in zip(params, duals):
-                torch.utils.swap_tensors(p, d)
         jvps = [fwAD.unpack_dual(o).tangent for o in outs]
     assert all(isinstance(p, torch.nn.Parameter) and p.requires_grad for p in params)
     assert [blk.attn.fused_attn for blk in fresh_tiny.backbone.blocks] == fused  # restored

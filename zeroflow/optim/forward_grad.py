@@ -10,6 +10,7 @@ One jvp counts as one forward pass.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -18,6 +19,20 @@ import torch.autograd.forward_ad as fwAD
 
 from zeroflow.optim.perturb import DirectionSampler
 from zeroflow.optim.spsa import Estimate
+
+
+@contextlib.contextmanager
+def dual_parameters(params: Sequence[torch.Tensor], tangents: Sequence[torch.Tensor]):
+    """Within an open ``fwAD.dual_level()``: each tensor in ``params`` is, in place, a dual
+    tensor with the given tangent until the block ends (then swapped back, also on error)."""
+    duals = [fwAD.make_dual(p.detach(), v) for p, v in zip(params, tangents)]
+    for p, d in zip(params, duals):
+        torch.utils.swap_tensors(p, d)
+    try:
+        yield
+    finally:
+        for p, d in zip(params, duals):
+            torch.utils.swap_tensors(p, d)
 
 
 def jvp_evaluate(
@@ -34,15 +49,9 @@ def jvp_evaluate(
         warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
         for seed in seeds:
             with fwAD.dual_level():
-                duals = [fwAD.make_dual(p.detach(), sampler.block(seed, k, p))
-                         for k, p in enumerate(params)]
-                for p, d in zip(params, duals):
-                    torch.utils.swap_tensors(p, d)
-                try:
+                tangents = [sampler.block(seed, k, p) for k, p in enumerate(params)]
+                with dual_parameters(params, tangents):
                     out = closure()
-                finally:
-                    for p, d in zip(params, duals):
-                        torch.utils.swap_tensors(p, d)
                 primal, tangent = fwAD.unpack_dual(out)
                 if tangent is None:
                     raise RuntimeError(
