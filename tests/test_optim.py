@@ -58,6 +58,7 @@ def estimate_mean(name, n, seed, **hp):
         ("forward-grad", {}, 1),
     ],
 )
+@pytest.mark.slow
 def test_estimator_mean_converges_like_one_over_sqrt_n(name, hp, extra_var):
     """MSE of the n-sample mean vs ∇f equals the closed form (d ± 1)‖g‖²/n."""
     mses = {}
@@ -73,6 +74,7 @@ def test_estimator_mean_converges_like_one_over_sqrt_n(name, hp, extra_var):
     assert 8 < mses[50] / mses[800] < 32
 
 
+@pytest.mark.slow
 def test_sparse_estimate_targets_masked_gradient():
     """With s of coordinates zeroed uniformly, E[g] = (1 − k/n) ∇f."""
     s = 0.6
@@ -140,7 +142,7 @@ def test_exact_forward_pass_counts(name, q):
 @pytest.mark.parametrize("name", ["zo-sgd-conserve", "zo-adam-conserve"])
 def test_conserve_never_ends_a_step_worse(name):
     a, b, theta0, _ = quadratic(dtype=torch.float32)
-    lr = 0.3 if "sgd" in name else 0.5
+    lr = 0.002 if "sgd" in name else 0.5  # both move often and plain steps go uphill often
     theta = torch.nn.Parameter(theta0.clone())
     opt = optim.build(name, [theta], lr=lr, seed=1, mu=1e-2)
     plain = optim.build(name.replace("-conserve", ""), [torch.nn.Parameter(theta0.clone())],
@@ -148,17 +150,20 @@ def test_conserve_never_ends_a_step_worse(name):
     closure = closure_for(opt, theta, a, b)
     plain_theta = plain.param_groups[0]["params"][0]
     plain_closure = closure_for(plain, plain_theta, a, b)
-    plain_worse = 0
+    plain_worse = moved = 0
     for _ in range(40):
         with torch.no_grad():
             before = float(closure())
             plain_before = float(plain_closure())
+            theta_before = theta.detach().clone()
         opt.step(closure)
         plain.step(plain_closure)
         with torch.no_grad():
             assert float(closure()) <= before
             plain_worse += float(plain_closure()) > plain_before
-    assert plain_worse > 0, "the setting must make plain steps go uphill sometimes"
+            moved += not torch.equal(theta.detach(), theta_before)
+    assert plain_worse >= 5, "the setting must make plain steps go uphill sometimes"
+    assert moved >= 5, "Conserve must accept a candidate now and then, not only keep θ"
 
 
 def test_conserve_keeps_theta_and_state_when_both_candidates_are_worse():
@@ -168,19 +173,6 @@ def test_conserve_keeps_theta_and_state_when_both_candidates_are_worse():
     opt.step(closure_for(opt, theta, a, b))
     assert torch.equal(theta.detach(), theta0)
     assert "step" not in opt.state[theta] and "exp_avg" not in opt.state[theta]
-
-
-def test_conserve_plus_candidate_commits_negated_first_moment():
-    """Keeping θ + lr·u must leave the state whose own update is exactly −u."""
-    a, b, theta0, _ = quadratic(dtype=torch.float64)
-    for seed in range(20):
-        theta = torch.nn.Parameter(theta0.clone())
-        opt = optim.build("zo-sgd-conserve", [theta], lr=0.05, seed=seed, weight_decay=0.0)
-        opt.step(closure_for(opt, theta, a, b))
-        moved = theta.detach() - theta0
-        buf = opt.state[theta].get("momentum_buffer")
-        if buf is not None:
-            torch.testing.assert_close(moved, -0.05 * buf, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", [n for n in optim.NAMES if not optim.is_first_order(n)])
@@ -326,6 +318,7 @@ LR = {"fo-sgd": 0.5, "fo-adam": 0.05, "zo-sgd": 0.05, "zo-sgd-sign": 0.02,
       "zo-adam-conserve": 0.02, "forward-grad": 0.05}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", optim.NAMES)
 def test_every_optimizer_lowers_logistic_regression_loss(name):
     g = torch.Generator().manual_seed(0)
