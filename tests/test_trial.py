@@ -10,7 +10,6 @@ import torch
 from zeroflow import optim
 from zeroflow.cli import main
 from zeroflow.errors import DivergenceError
-from zeroflow.methods.ease import complete_prototypes, reweighted_logits
 from zeroflow.trial import run_trial
 
 TINY = dict(dataset="digits", init_cls=5, increment=5, epochs=1, limit_batches=1, batch_size=16,
@@ -82,34 +81,6 @@ def test_same_seed_same_numbers_other_seed_differs():
     assert not np.array_equal(r1.matrix.a, r3.matrix.a, equal_nan=True)
 
 
-def test_ease_prototype_completion_tiny_case():
-    # two tasks of two classes, 2-d features, 2 subspaces
-    protos = torch.zeros(4, 2, 2)
-    protos[2:, 0] = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # new classes in old subspace
-    protos[2:, 1] = torch.tensor([[3.0, 1.0], [-1.0, 2.0]])  # new classes in new subspace
-    protos[:2, 0] = torch.tensor([[2.0, 0.0], [1.0, 1.0]])  # old classes in old subspace
-    complete_prototypes(protos, [range(0, 2), range(2, 4)], 1)
-    # class 0 ∥ new class 2 (cos 1 vs 0) → weights softmax([1, 0]); class 1: cos 1/√2 to both
-    w0 = torch.softmax(torch.tensor([1.0, 0.0]), 0)
-    expected0 = w0[0] * torch.tensor([3.0, 1.0]) + w0[1] * torch.tensor([-1.0, 2.0])
-    expected1 = 0.5 * torch.tensor([3.0, 1.0]) + 0.5 * torch.tensor([-1.0, 2.0])
-    torch.testing.assert_close(protos[0, 1], expected0)
-    torch.testing.assert_close(protos[1, 1], expected1)
-    # the real prototypes are untouched
-    torch.testing.assert_close(protos[2:, 1], torch.tensor([[3.0, 1.0], [-1.0, 2.0]]))
-
-
-def test_ease_reweighting():
-    protos = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 0.0]]])  # [C=2, 2, D=2]
-    feats = [torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]])]
-    logits = reweighted_logits(feats, protos, [range(0, 1), range(1, 2)], alpha=0.1)
-    # class 0 (task 0): 1·cos(f0, p00) + 0.1·cos(f1, p01) = 1 + 0; class 1: 0.1·0 + 1·1
-    torch.testing.assert_close(logits, torch.tensor([[1.0, 1.0]]))
-    feats = [torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])]
-    logits = reweighted_logits(feats, protos, [range(0, 1), range(1, 2)], alpha=0.1)
-    torch.testing.assert_close(logits, torch.tensor([[1.1, 0.0]]))
-
-
 def test_nan_loss_stops_with_task_and_step(tmp_path):
     cfg = dict(TINY, method="finetune", optimizer="fo-sgd", lr=1e30, limit_batches=5,
                epochs=3)
@@ -169,3 +140,67 @@ def test_cli_failed_run_is_recorded_as_failed(capsys, tmp_path):
     exp = client.get_experiment_by_name("zeroflow-run")
     (run,) = client.search_runs([exp.experiment_id])
     assert run.info.status == "FAILED" and run.data.params["dataset"] == "cub"
+
+
+def test_hybrid_runs_first_order_then_forward_passes_within_each_task():
+    """hybrid_epochs=1 of 2: epoch 0 of every task steps FO (one pass per step, grads flow),
+    epoch 1 the ZO optimizer (2q passes per step); the counts prove the loop switched."""
+    q, steps = 3, 2
+    cfg = dict(TINY, method="finetune", optimizer="zo-sgd", q=q, epochs=2, limit_batches=steps)
+    hybrid = run_trial({**cfg, "hybrid_epochs": 1})
+    for task in hybrid.history:
+        assert task["forward_passes_task"] == steps * 1 + steps * 2 * q
+    zo = run_trial(cfg)
+    assert all(task["forward_passes_task"] == 2 * steps * 2 * q for task in zo.history)
+    assert not np.array_equal(hybrid.matrix.a, zo.matrix.a, equal_nan=True)
+    # ZO-FC's head is pinned to FO-SGD: only its adapter group switches
+    zofc = run_trial({**cfg, "method": "zofc", "hybrid_epochs": 1})
+    for task in zofc.history:
+        assert task["forward_passes_task"] == steps * (1 + 1) + steps * (2 * q + 1)
+
+
+def test_cli_resumes_from_checkpoint_dir_and_refuses_another_config(capsys, tmp_path):
+    cfg = dict(TINY, method="ease", optimizer="zo-sgd", limit_batches=2)
+    argv = [f"{k}={v}" for k, v in cfg.items()]
+    straight = run_trial(cfg)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_task_0(report):
+        raise Crash
+
+    with pytest.raises(Crash):
+        run_trial(cfg, crash_after_task_0, checkpoint_dir=tmp_path / "ck")
+    code, out, err = run_cli(capsys, "run", *argv, "--checkpoint-dir", str(tmp_path / "ck"))
+    assert code == 0, err
+    assert "resumed after task 1/2" in err
+    assert "task 1/2 epoch" not in err and "task 2/2 epoch 1/1" in err  # task 0 not retrained
+    last = float(out.split("last accuracy")[1].split("%")[0])
+    assert last == pytest.approx(straight.summary["last"], abs=0.005)
+
+    code, out, err = run_cli(capsys, "run", *argv, "lr=0.5", "--checkpoint-dir",
+                             str(tmp_path / "ck"))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1
+    assert "checkpoint belongs to another trial (lr: None → 0.5)" in lines[0]
+
+
+def test_cli_run_without_tracking_uri_writes_sqlite_store_in_launch_dir(capsys, tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    launch = tmp_path / "launch"
+    launch.mkdir()
+    monkeypatch.chdir(launch)
+    from zeroflow.tracking import default_tracking_uri
+
+    assert default_tracking_uri() == f"sqlite:///{launch / 'mlflow.db'}"
+    code, out, err = run_cli(capsys, "run", *[f"{k}={v}" for k, v in TINY.items()],
+                             "method=finetune", "optimizer=fo-sgd")
+    assert code == 0, err
+    assert (launch / "mlflow.db").is_file() and (launch / "mlartifacts").is_dir()
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{launch / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("zeroflow-run").experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_id in out
