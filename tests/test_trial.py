@@ -68,8 +68,8 @@ def test_resumed_trial_ends_bit_identical(tmp_path, method, optimizer):
     assert any("resumed after task 2/3" in line for line in logs)
     assert np.array_equal(straight.matrix.a, resumed.matrix.a, equal_nan=True)
     assert straight.summary["forward_passes"] == resumed.summary["forward_passes"]
-    a = torch.load(tmp_path / "a" / "trial.pt", weights_only=False)["learner"]["tensors"]
-    b = torch.load(tmp_path / "b" / "trial.pt", weights_only=False)["learner"]["tensors"]
+    a = torch.load(tmp_path / "a" / "trial.pt", weights_only=True)["learner"]["tensors"]
+    b = torch.load(tmp_path / "b" / "trial.pt", weights_only=True)["learner"]["tensors"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -204,3 +204,43 @@ def test_cli_run_without_tracking_uri_writes_sqlite_store_in_launch_dir(capsys, 
     client = mlflow.tracking.MlflowClient(f"sqlite:///{launch / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("zeroflow-run").experiment_id])
     assert run.info.status == "FINISHED" and run.info.run_id in out
+
+
+def test_zo_divergence_stops_the_trial_naming_lr_and_mu(tmp_path):
+    """A forward-pass optimizer that blows up: the non-finite scalars skip the update, the loop
+    sees the NaN loss and stops with where it happened and both knobs to lower."""
+    cfg = dict(TINY, method="finetune", optimizer="zo-sgd", lr=1e30, mu=1.0, limit_batches=5,
+               epochs=3)
+    with pytest.raises(DivergenceError, match=r"task 0, epoch \d+, step \d+ \(zo-sgd, "
+                                              r"lr=1e\+30, mu=1\).*lower lr or mu"):
+        run_trial(cfg, checkpoint_dir=tmp_path)
+
+
+class _Payload:
+    """Unpickling this calls pathlib.Path.touch on the given file."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.target),))
+
+
+def test_checkpoint_holding_a_pickled_callable_is_refused_without_running_it(capsys, tmp_path):
+    from zeroflow.trial import CHECKPOINT_FILE
+
+    target = tmp_path / "executed"
+    ckpt = tmp_path / "ck"
+    ckpt.mkdir()
+    torch.save({"version": 2, "task": 0, "config": {}, "hook": _Payload(target)},
+               ckpt / CHECKPOINT_FILE)
+    code, out, err = run_cli(capsys, "run", *[f"{k}={v}" for k, v in TINY.items()],
+                             "--checkpoint-dir", str(ckpt))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert f"checkpoint {ckpt / CHECKPOINT_FILE} cannot be loaded safely" in lines[0]
+    assert "(it refers to getattr, which is not tensors or plain data)" in lines[0]
+    assert "delete it" in lines[0]
+    assert not target.exists()

@@ -22,3 +22,7 @@ class WeightsError(ZeroflowError):
 
 class DivergenceError(ZeroflowError):
     """A NaN or inf loss (names task, step and the likely fix)."""
+
+
+class CheckpointError(ZeroflowError):
+    """A task checkpoint that cannot be loaded safely (names the file, the reason, the fix)."""

@@ -65,7 +65,8 @@ class AccuracyMatrix:
         return "\n".join(lines) + "\n"
 
     def state_dict(self) -> dict:
-        return {"a": self.a.copy(), "seen": self.seen.copy()}
+        """Plain nested lists (NaN for cells not reached), loadable with weights_only."""
+        return {"a": self.a.tolist(), "seen": self.seen.tolist()}
 
     def load_state_dict(self, state: dict) -> None:
         self.a, self.seen = np.array(state["a"]), np.array(state["seen"])

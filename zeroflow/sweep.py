@@ -344,7 +344,8 @@ def zeroflow_trainable(config: dict) -> None:
         snapshot = tempfile.mkdtemp(prefix="zf_ckpt_")
         try:
             shutil.copy(Path(rep.checkpoint_dir) / CHECKPOINT_FILE, snapshot)
-            tune.report({**rep.metrics, "task": rep.task, "n_tasks": rep.n_tasks},
+            tune.report({**rep.metrics, "task": rep.task, "n_tasks": rep.n_tasks,
+                         "start_task": rep.start_task},
                         checkpoint=tune.Checkpoint.from_directory(snapshot))
         finally:  # tune.report has persisted the checkpoint by the time it returns
             shutil.rmtree(snapshot, ignore_errors=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,23 +24,27 @@ import torch
 
 from zeroflow import optim
 from zeroflow.config import TrialConfig, make_config
-from zeroflow.errors import ConfigError, DivergenceError
+from zeroflow.errors import CheckpointError, ConfigError, DivergenceError
 from zeroflow.metrics import AccuracyMatrix, PeakMemory, Stopwatch, accuracy_by_task
 from zeroflow.seeding import derive_seed
 
 CHECKPOINT_FILE = "trial.pt"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: loadable with weights_only (no numpy arrays)
 _DATA_STREAM, _AUG_STREAM, _OPT_STREAM, _DROPOUT_STREAM = 0xDA7A, 0xA06, 0x0971, 0xD209
 
 
 @dataclass
 class TaskReport:
-    """What the loop reports after each task (``metrics`` are flat name → number)."""
+    """What the loop reports after each task (``metrics`` are flat name → number).
+
+    start_task: the first task this call of ``run_trial`` trained (> 0 after a resume), so a
+    retried trial shows where it continued from."""
 
     task: int
     n_tasks: int
     metrics: dict[str, float]
     checkpoint_dir: str | None
+    start_task: int = 0
 
 
 @dataclass
@@ -148,10 +153,26 @@ def _save_checkpoint(directory: Path, payload: dict) -> None:
 
 
 def load_checkpoint(directory: str | os.PathLike) -> dict | None:
+    """The task checkpoint in ``directory`` (None if there is none).
+
+    Loaded with ``weights_only=True``: a checkpoint holds tensors and plain data only, so a
+    file in shared storage that someone else could write never runs code when read."""
     path = Path(directory) / CHECKPOINT_FILE
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - unpickling raises many types
+        text = str(err)
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        detail = [line.strip() for line in text.split("WeightsUnpickler error:")[-1].splitlines()
+                  if line.strip()]
+        reason = (f"it refers to {found.group(1)}, which is not tensors or plain data" if found
+                  else f"unreadable: {detail[0][:160] if detail else type(err).__name__}")
+        raise CheckpointError(
+            f"checkpoint {path} cannot be loaded safely ({reason}); it must hold only "
+            "tensors and plain data: delete it (the trial restarts) or use another "
+            "checkpoint_dir") from None
 
 
 def build_learner(config: TrialConfig, device: torch.device):
@@ -298,7 +319,7 @@ def run_trial(
             })
             written = str(checkpoint_dir)
         if reporter is not None:
-            reporter(TaskReport(t, n_tasks, metrics, written))
+            reporter(TaskReport(t, n_tasks, metrics, written, start))
 
     summary = summarize(matrix, counters, memory)
     return TrialResult(config, matrix, summary, history, memory.label)
