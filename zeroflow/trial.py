@@ -40,6 +40,7 @@ class TaskReport:
     n_tasks: int
     metrics: dict[str, float]
     checkpoint_dir: str | None
+    memory_label: str = "cpu_peak_rss"  # what peak_memory_mb measures (PeakMemory.label)
 
 
 @dataclass
@@ -298,7 +299,7 @@ def run_trial(
             })
             written = str(checkpoint_dir)
         if reporter is not None:
-            reporter(TaskReport(t, n_tasks, metrics, written))
+            reporter(TaskReport(t, n_tasks, metrics, written, memory.label))
 
     summary = summarize(matrix, counters, memory)
     return TrialResult(config, matrix, summary, history, memory.label)
