@@ -22,3 +22,7 @@ class WeightsError(ZeroflowError):
 
 class DivergenceError(ZeroflowError):
     """A NaN or inf loss (names task, step and the likely fix)."""
+
+
+class ReportError(ZeroflowError):
+    """A report that cannot be made: no store, no runs, an unknown experiment or pivot key."""
