@@ -1,6 +1,6 @@
 """Trial runs read back from MLflow as plain records, one per setting (duplicates resolved).
 
-``mlflow.search_runs`` gives one pandas row per run (params, tags, latest metrics); the per-task
+``MlflowClient.search_runs`` gives each run's params, tags and latest metrics; the per-task
 histories that the tables need (accuracy after each task, training time and steps per task) come
 from ``MlflowClient.get_metric_history``. No Ray is involved.
 
@@ -81,7 +81,6 @@ def load_runs(experiments: list[str] | None = None, tracking_uri: str | None = N
     """The trial runs of ``experiments`` (default: every experiment holding zeroflow trials)."""
     import logging
 
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     for name in ("mlflow.store.db.utils", "alembic"):
@@ -101,18 +100,13 @@ def load_runs(experiments: list[str] | None = None, tracking_uri: str | None = N
     else:
         chosen = known
     names = {v: k for k, v in chosen.items()}
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        frame = mlflow.search_runs(experiment_ids=list(chosen.values()),
-                                   filter_string=f"tags.`{TAG_ROLE}` = 'trial'")
-    finally:
-        mlflow.set_tracking_uri(previous)
-    if frame.empty:
+    found = search_trials(client, list(chosen.values()))
+    if not found:
         raise ReportError(f"no zeroflow trial runs in experiment(s) {', '.join(chosen)} of {uri}; "
                           "run `zeroflow sweep SPACE.yaml` or `zeroflow run` first")
-    runs = [_run_from_row(row, names) for _, row in frame.iterrows()]
-    kept, superseded = dedupe(runs, frame)
+    runs = [_run_from_entity(run, names) for run in found]
+    kept, superseded = dedupe(runs, {r.info.run_id: (r.info.end_time, r.info.start_time)
+                                     for r in found})
     for run in kept:
         if run.finished:
             _add_history(client, run)
@@ -120,41 +114,43 @@ def load_runs(experiments: list[str] | None = None, tracking_uri: str | None = N
     return RunSet(kept, superseded, used, uri)
 
 
-def _run_from_row(row, experiment_names: dict[str, str]) -> Run:
-    config = {c[len("params."):]: parse_param(row[c]) for c in row.index
-              if c.startswith("params.")}
-    metrics = {c[len("metrics."):]: float(row[c]) for c in row.index
-               if c.startswith("metrics.") and row[c] == row[c]}
-    label = row.get(f"tags.{TAG_MEMORY}")
-    label = label if isinstance(label, str) and label else None
-    name = row.get("tags.mlflow.runName")
-    return Run(row["run_id"], experiment_names.get(row["experiment_id"], row["experiment_id"]),
-               name if isinstance(name, str) else row["run_id"][:8], row["status"], config,
-               metrics, memory_label=label)
+def search_trials(client, experiment_ids: list[str]) -> list:
+    """Every trial run (tag ``zeroflow.role=trial``) of the experiments, all pages.
+
+    ``MlflowClient.search_runs`` rather than ``mlflow.search_runs``: the latter reads the
+    process-wide tracking URI, and setting that also rewrites ``MLFLOW_TRACKING_URI``."""
+    out, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string=f"tags.`{TAG_ROLE}` = 'trial'",
+                                  max_results=1000, page_token=token)
+        out += list(page)
+        token = page.token
+        if not token:
+            return out
 
 
-def dedupe(runs: list[Run], frame) -> tuple[list[Run], list[tuple[Run, Run]]]:
-    """One run per setting: the latest FINISHED one (by end time), else the latest started."""
-    times = {row["run_id"]: (_ms(row.get("end_time")), _ms(row.get("start_time")))
-             for _, row in frame.iterrows()}
+def _run_from_entity(run, experiment_names: dict[str, str]) -> Run:
+    info, data = run.info, run.data
+    config = {k: parse_param(v) for k, v in data.params.items()}
+    metrics = {k: float(v) for k, v in data.metrics.items() if v == v}
+    return Run(info.run_id, experiment_names.get(info.experiment_id, info.experiment_id),
+               data.tags.get("mlflow.runName") or info.run_id[:8], info.status, config, metrics,
+               memory_label=data.tags.get(TAG_MEMORY) or None)
+
+
+def dedupe(runs: list[Run], times: dict[str, tuple]) -> tuple[list[Run], list[tuple[Run, Run]]]:
+    """One run per setting: the latest FINISHED one (by end time), else the latest started.
+    ``times``: run id → (end, start) in ms (None while running)."""
     best: dict[tuple, list[Run]] = {}
     for run in runs:
         best.setdefault(run.setting(without=()), []).append(run)
     kept, superseded = [], []
     for group in best.values():
-        group.sort(key=lambda r: (r.finished, times[r.run_id][0] if r.finished else -math.inf,
-                                  times[r.run_id][1]), reverse=True)
+        group.sort(key=lambda r: (r.finished, (times[r.run_id][0] or 0) if r.finished else 0,
+                                  times[r.run_id][1] or 0), reverse=True)
         kept.append(group[0])
         superseded += [(r, group[0]) for r in group[1:]]
     return kept, superseded
-
-
-def _ms(stamp) -> float:
-    try:
-        value = stamp.timestamp()
-    except (AttributeError, ValueError):
-        return -math.inf
-    return value if value == value else -math.inf
 
 
 def _add_history(client, run: Run) -> None:
