@@ -74,6 +74,7 @@ def store(tmp_path_factory):
     truth["old zo-sgd"] = expected(a, seen)
 
     sw = SweepTracker("sweep", uri, sweep_id="s1")
+    done = truth["sweep"] = {}  # (method, optimizer) → [(expected, tasks, memory label)]
     for seed in (0, 1):
         if seed == 1:  # a relaunch: the first try failed after one task
             _, _, tasks = fake_trial()
@@ -81,10 +82,12 @@ def store(tmp_path_factory):
         a, seen, tasks = fake_trial(passes_per_step=1)
         log_run(sw, f"fo{seed}", cfg(optimizer="fo-sgd", seed=seed), tasks)
         truth[f"ease fo-sgd {seed}"] = expected(a, seen)
+        done.setdefault(("ease", "fo-sgd"), []).append((expected(a, seen), tasks, "CPU-RSS"))
     a, seen, tasks = fake_trial(peak_mb=2000.0)
     log_run(sw, "zo0", cfg(optimizer="zo-sgd", seed=0), tasks, label="cuda_max_allocated")
     truth["ease zo-sgd"] = expected(a, seen)
     truth["ease zo-sgd tasks"] = tasks
+    done[("ease", "zo-sgd")] = [(expected(a, seen), tasks, "GPU")]
     _, _, tasks = fake_trial()
     log_run(sw, "zo0-relaunch", cfg(optimizer="zo-sgd", seed=0), tasks, "FAILED", upto=2)
     _, _, tasks = fake_trial()
@@ -94,9 +97,11 @@ def store(tmp_path_factory):
         log_run(sw, f"aper-{opt}", cfg(method="aper", optimizer=opt, seed=0), tasks)
         truth[f"aper {opt}"] = expected(a, seen)
         truth[f"aper {opt} tasks"] = tasks
+        done[("aper", opt)] = [(expected(a, seen), tasks, "CPU-RSS")]
     a, seen, tasks = fake_trial()
     log_run(sw, "ft", cfg(method="finetune", optimizer="fo-sgd", seed=0), tasks)
     truth["finetune fo-sgd"] = expected(a, seen)
+    done[("finetune", "fo-sgd")] = [(expected(a, seen), tasks, "CPU-RSS")]
 
     enh = SweepTracker("enh", uri, sweep_id="e1")
     for alpha in (0.0, 0.2):
@@ -165,6 +170,59 @@ def test_table1_cells_equal_the_logged_values_with_numpy_mean_and_std(store):
         assert rows["n"].item() == 2
     assert cell(t1, ["ease", "SGD", "FO"], "seeds") == "2"
     assert cell(t1, ["ease", "SGD", "ZO"], "seeds") == "1"
+
+
+def mean_pm(values, digits=2):
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def test_every_cell_of_table1_and_table2(store):
+    """Each of Table 1's 9 rows × (Avg, Last, Fgt) × (ours, paper, Δ) + seeds, and each of
+    Table 2's rows, from the values logged (and the paper's CSV read here)."""
+    uri, truth = store
+    report = build_report(["sweep"], uri)
+    t1, t2 = report.tables[:2]
+    family = {"fo-sgd": ["SGD", "FO"], "zo-sgd": ["SGD", "ZO"], "zo-sgd-sign": ["SGD", "Sign"]}
+    checked = 0
+    for method in ("ease", "aper", "finetune"):
+        for opt in ("fo-sgd", "zo-sgd", "zo-sgd-sign"):
+            row = [r for r in t1.rows if r[:3] == [method, *family[opt]]]
+            assert len(row) == 1
+            row, runs = row[0], truth["sweep"].get((method, opt), [])
+            i = 3
+            for metric, theirs in (("avg", "avg"), ("last", "last"), ("forgetting", "fgt")):
+                try:
+                    ref = paper(1, method.upper(), opt, "cifar100", theirs)
+                except KeyError:
+                    ref = None
+                ours = [e[metric] for e, _, _ in runs]
+                if ours:
+                    assert row[i] == mean_pm(ours)
+                else:
+                    assert row[i].startswith(MISSING + "[")
+                assert row[i + 1] == (NO_PAPER if ref is None else f2(ref))
+                assert row[i + 2] == (NO_PAPER if ref is None else MISSING if not ours
+                                      else f"{np.mean(ours) - ref:+.2f}")
+                i += 3
+                checked += 1
+            assert row[i].split("[")[0] == str(len(runs))
+    assert checked == 27 and len(t1.columns) == 13
+    for (method, opt), runs in truth["sweep"].items():
+        row = [r for r in t2.rows if r[:4] == ["cifar100", method, opt, "1"]][0]
+        cols = dict(zip(t2.columns, row))
+        tasks = [t for _, t, _ in runs]
+        trained = [[k for k in range(N_TASKS) if t[k]["steps"] > (t[k - 1]["steps"] if k else 0)]
+                   for t in tasks]
+        seconds = [sum(t[k]["train_time_task_s"] for k in ks) for t, ks in zip(tasks, trained)]
+        assert cols["memory"] == runs[0][2]
+        assert cols["peak GB"] == mean_pm([t[-1]["peak_memory_mb"] / 1024 for t in tasks])
+        assert cols["s/epoch"] == mean_pm([s / (2 * len(ks)) for s, ks in zip(seconds, trained)])
+        assert cols["s/step"] == mean_pm([s / t[-1]["steps"] for s, t in zip(seconds, tasks)], 3)
+        assert cols["passes/step"] == mean_pm(
+            [t[-1]["forward_passes"] / t[-1]["steps"] for t in tasks], 1)
+        assert cols["seeds"] == str(len(runs))
 
 
 def test_failed_run_and_missing_grid_point_show_a_dash_and_a_note(store):

@@ -114,6 +114,9 @@ def accuracy_vs_q(runs: list[Run], path: Path) -> tuple[Path, str]:
                         capsize=3, color=_color(opt), label=_label(setting, varying))
         if len(qs) > 1:
             ax.set_xscale("log", base=2)
+        ticks = sorted(q for q in {r.config.get("q") for r in group} if q is not None)
+        ax.set_xticks(ticks, [fmt_value(q) for q in ticks])
+        ax.minorticks_off()
         ax.set_title(f"{dataset} / {method}", fontsize=9)
         ax.set_xlabel("query budget q")
         ax.set_ylabel("Avg accuracy (%)")
