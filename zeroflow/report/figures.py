@@ -170,8 +170,8 @@ def accuracy_against(runs: list[Run], key: str, xlabel: str, path: Path,
         methods = [m for m in MARKERS if any(r.config.get("method") == m for r in group)]
         handles = ([Line2D([], [], color=_color(o), marker="o", linestyle="none", label=o)
                     for o in opts]
-                   + [Line2D([], [], color="gray", marker=MARKERS[m], linestyle="none",
-                             label=m) for m in methods])
+                   + [Line2D([], [], color="black", marker=MARKERS[m], linestyle="none",
+                             markerfacecolor="none", label=m) for m in methods])
         ax.legend(handles=handles, fontsize=6, loc="best")
         labels = sorted({r.memory for r in group})
         ax.set_xlabel(xlabel.format(memory="/".join(labels)))
