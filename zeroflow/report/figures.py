@@ -65,6 +65,17 @@ def _panel_order(item) -> tuple:
     return tuple(rank(k, v) for k, v in zip(keys, item[0]))
 
 
+def _styles(settings) -> dict[tuple, str]:
+    """A line style per setting, so settings of one optimizer (one colour) stay apart."""
+    seen: dict[str, int] = {}
+    out = {}
+    for setting in settings:
+        opt = dict(setting).get("optimizer", "")
+        out[setting] = ("-", "--", ":", "-.")[seen.get(opt, 0) % 4]
+        seen[opt] = seen.get(opt, 0) + 1
+    return out
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     arr = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
     if not len(arr):
@@ -105,13 +116,15 @@ def accuracy_vs_q(runs: list[Run], path: Path) -> tuple[Path, str]:
     for ax, ((dataset, method), group) in zip(axes, sorted(panels.items(), key=_panel_order)):
         lines = _lines(group, ("q", "dataset", "method"))
         varying = _varying(lines)
+        styles = _styles(sorted(lines, key=_sort_key))
         for setting in sorted(lines, key=_sort_key):
             by_q = _group(lines[setting], ("q",))
             xs = sorted(q for (q,) in by_q if q is not None)
             stats = [_mean_std([r.metrics.get("avg", math.nan) for r in by_q[(q,)]]) for q in xs]
             opt = dict(setting).get("optimizer", "")
             ax.errorbar(xs, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o",
-                        capsize=3, color=_color(opt), label=_label(setting, varying))
+                        capsize=3, color=_color(opt), linestyle=styles[setting],
+                        label=_label(setting, varying))
         if len(qs) > 1:
             ax.set_xscale("log", base=2)
         ticks = sorted(q for q in {r.config.get("q") for r in group} if q is not None)
@@ -132,6 +145,7 @@ def accuracy_per_task(runs: list[Run], path: Path) -> tuple[Path, str]:
     for ax, ((dataset, method), group) in zip(axes, sorted(panels.items(), key=_panel_order)):
         lines = _lines(group, ("dataset", "method"))
         varying = _varying(lines)
+        styles = _styles(sorted(lines, key=_sort_key))
         for setting in sorted(lines, key=_sort_key):
             curves = [r.curve for r in lines[setting] if r.curve]
             if not curves:
@@ -140,7 +154,7 @@ def accuracy_per_task(runs: list[Run], path: Path) -> tuple[Path, str]:
             mean = np.mean([c[:length] for c in curves], axis=0)
             opt = dict(setting).get("optimizer", "")
             ax.plot(range(1, length + 1), mean, marker="o", markersize=3, color=_color(opt),
-                    label=_label(setting, varying))
+                    linestyle=styles[setting], label=_label(setting, varying))
         ax.set_title(f"{dataset} / {method}", fontsize=9)
         ax.set_xlabel("after task")
         ax.set_ylabel("accuracy on seen classes (%)")
