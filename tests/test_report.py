@@ -431,3 +431,25 @@ def test_no_runs_is_a_one_line_error(tmp_path):
     MlflowClient(uri).create_experiment("empty")
     with pytest.raises(ReportError, match="no zeroflow trial runs"):
         build_report(["empty"], uri)
+
+
+def test_sweep_callback_records_the_memory_label_a_trial_reports(tmp_path):
+    """The Ray driver's MLflow callback tags the run with the reported label (no Ray session)."""
+    from types import SimpleNamespace
+
+    import mlflow
+
+    pytest.importorskip("ray")
+    from zeroflow.sweep import MLflowSweepCallback
+
+    uri = f"sqlite:///{tmp_path / 'cb.db'}"
+    callback = MLflowSweepCallback("cb", uri, ["optimizer"], space={}, sweep_id="s")
+    trial = SimpleNamespace(trial_id="t1", config={"dataset": "digits", "optimizer": "zo-sgd"},
+                            last_result={})
+    callback.on_trial_result(0, [], trial, {"task": 0, "n_tasks": 2, "accuracy": 50.0,
+                                            "memory_label": "cuda_max_allocated"})
+    client = mlflow.tracking.MlflowClient(uri)
+    (run,) = [r for r in client.search_runs([client.get_experiment_by_name("cb").experiment_id])
+              if r.data.tags.get("zeroflow.role") == "trial"]
+    assert run.data.tags[TAG_MEMORY] == "cuda_max_allocated"
+    assert run.data.metrics["accuracy"] == 50.0
