@@ -343,6 +343,9 @@ def test_every_format_is_written_and_csv_holds_the_numbers(store, tmp_path):
     data = pd.read_csv(tmp_path / "table1.csv")
     row = data[(data.method == "aper") & (data.optimizer == "fo-sgd") & (data.metric == "last")]
     assert row["mean"].item() == pytest.approx(truth["aper fo-sgd"]["last"], abs=1e-9)
+    t2 = pd.read_csv(tmp_path / "table2.csv")
+    gpu = t2[(t2.optimizer == "zo-sgd") & (t2.method == "ease") & (t2.metric == "memory_gb")]
+    assert gpu["memory"].item() == "GPU"
     failed = data[(data.optimizer == "zo-sgd-sign") & (data.method == "ease")]
     assert failed["n"].eq(0).all() and failed["note"].str.contains("FAILED").all()
     md = (tmp_path / "table1.md").read_text()

@@ -189,10 +189,10 @@ def _cell(cell: list[Run], where: dict, base: dict, metrics, notes: Notes, recor
     config = cell[0].config if cell else {
         **base, **{k: v for k, v in where.items() if v is not ABSENT}}
     out = []
+    memory = "/".join(sorted({r.memory for r in finished}))
     for m in metrics:
         if m.label_only:
-            labels = sorted({r.memory for r in finished})
-            out.append("/".join(labels) if labels else MISSING + mark)
+            out.append(memory or MISSING + mark)
             continue
         values = [r.metrics.get(m.key, math.nan) for r in finished]
         good = [v for v in values if math.isfinite(v)]
@@ -227,7 +227,8 @@ def _cell(cell: list[Run], where: dict, base: dict, metrics, notes: Notes, recor
         records.append({**{k: (None if v is ABSENT else v) for k, v in where.items()},
                         "metric": m.key, "mean": mean, "std": std, "n": n, "paper": ref,
                         "paper_table": table, "delta": delta,
-                        "runs": " ".join(r.run_id for r in finished), "note": " ".join(texts)})
+                        "memory": memory, "runs": " ".join(r.run_id for r in finished),
+                        "note": " ".join(texts)})
     out.append(f"{len(finished)}{mark}")
     return out
 
