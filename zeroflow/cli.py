@@ -1,4 +1,4 @@
-"""``zeroflow run | sweep | resume | ui``: thin argument parsing over the modules that do the work.
+"""``zeroflow run | sweep | resume | report | ui``: thin parsing over the modules that work.
 
 Every project error is printed as one line (``error: ...``) with exit status 2, no traceback.
 """
@@ -124,6 +124,17 @@ def _add_sweep_commands(sub) -> None:
     resume.add_argument("--address", help="Ray cluster: auto or HOST:PORT (default: local)")
     resume.set_defaults(func=cmd_resume)
 
+    report = sub.add_parser("report", help="the paper's tables and figures from MLflow runs")
+    report.add_argument("--experiment", dest="experiments", action="extend", nargs="+",
+                        metavar="NAME", help="experiment(s) to merge (default: every one)")
+    report.add_argument("--format", dest="formats", action="extend", nargs="+",
+                        choices=["md", "csv", "latex", "html"],
+                        help="what to write besides the PNGs (default: md html)")
+    report.add_argument("--out", default="report", help="output folder (default: report/)")
+    report.add_argument("--rows", help="pivot: comma-separated config keys for the rows")
+    report.add_argument("--cols", help="pivot: comma-separated config keys for the columns")
+    report.set_defaults(func=cmd_report)
+
     ui = sub.add_parser("ui", help="the MLflow UI over this project's runs")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=cmd_ui)
@@ -155,6 +166,17 @@ def cmd_resume(args) -> int:
 
     results, space = resume_sweep(args.sweep, storage=args.storage, address=args.address)
     return _print_summary(results, space)
+
+
+def cmd_report(args) -> int:
+    from zeroflow.report import build_report, write_report
+
+    split = lambda text: [k.strip() for k in text.split(",") if k.strip()] if text else None  # noqa: E731
+    report = build_report(args.experiments, rows=split(args.rows), cols=split(args.cols))
+    print(report.text())
+    written = write_report(report, args.out, args.formats or ["md", "html"])
+    print(f"\nwrote {len(written)} files to {args.out}/: {', '.join(p.name for p in written)}")
+    return 0
 
 
 def cmd_ui(args) -> int:

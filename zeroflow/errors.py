@@ -26,3 +26,7 @@ class DivergenceError(ZeroflowError):
 
 class CheckpointError(ZeroflowError):
     """A task checkpoint that cannot be loaded safely (names the file, the reason, the fix)."""
+
+
+class ReportError(ZeroflowError):
+    """A report that cannot be made: no store, no runs, an unknown experiment or pivot key."""

@@ -345,7 +345,7 @@ def zeroflow_trainable(config: dict) -> None:
         try:
             shutil.copy(Path(rep.checkpoint_dir) / CHECKPOINT_FILE, snapshot)
             tune.report({**rep.metrics, "task": rep.task, "n_tasks": rep.n_tasks,
-                         "start_task": rep.start_task},
+                         "start_task": rep.start_task, "memory_label": rep.memory_label},
                         checkpoint=tune.Checkpoint.from_directory(snapshot))
         finally:  # tune.report has persisted the checkpoint by the time it returns
             shutil.rmtree(snapshot, ignore_errors=True)
@@ -434,7 +434,8 @@ class MLflowSweepCallback(_tune_callback_base()):
         from zeroflow.tracking import task_metrics
 
         if "task" in result:
-            self.tracker.log_task(self._run(trial), int(result["task"]), task_metrics(result))
+            self.tracker.log_task(self._run(trial), int(result["task"]), task_metrics(result),
+                                  result.get("memory_label"))
 
     def _finish(self, trial, status: str) -> None:
         config = make_config(trial_config(trial.config))

@@ -24,6 +24,8 @@ TAG_SWEEP = "zeroflow.sweep"
 TAG_ROLE = "zeroflow.role"
 TAG_TRIAL = "zeroflow.trial_id"
 TAG_SWEEP_ID = "zeroflow.sweep_id"
+# what ``peak_memory_mb`` measured: ``cuda_max_allocated`` (GPU) or ``cpu_peak_rss`` (CPU)
+TAG_MEMORY = "zeroflow.memory_label"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 
@@ -196,9 +198,11 @@ class SweepTracker:
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
 
-    def log_task(self, run_id: str, task: int, metrics: dict[str, float]) -> bool:
-        """Log one task's metrics at ``step = task``; a task already logged is skipped."""
-        from mlflow.entities import Metric
+    def log_task(self, run_id: str, task: int, metrics: dict[str, float],
+                 memory_label: str | None = None) -> bool:
+        """Log one task's metrics at ``step = task`` (and, as a tag, what the peak memory
+        measured); a task already logged is skipped."""
+        from mlflow.entities import Metric, RunTag
 
         if task <= self._logged_steps.get(run_id, -1):
             return False
@@ -206,7 +210,8 @@ class SweepTracker:
 
         now = int(time.time() * 1000)
         batch = [Metric(k, v, now, task) for k, v in metrics.items() if math.isfinite(v)]
-        self.client.log_batch(run_id, metrics=batch)
+        tags = [RunTag(TAG_MEMORY, str(memory_label))] if memory_label else []
+        self.client.log_batch(run_id, metrics=batch, tags=tags)
         self._logged_steps[run_id] = task
         return True
 
@@ -283,7 +288,8 @@ class RunTracker:
 
     def report(self, report) -> None:
         self.n_tasks = report.n_tasks
-        self.tracker.log_task(self.run_id, report.task, task_metrics(report.metrics))
+        self.tracker.log_task(self.run_id, report.task, task_metrics(report.metrics),
+                              report.memory_label)
 
     def finish(self, status: str) -> None:
         self.tracker.finish_trial(self.run_id, self.config, max(self.n_tasks, 1),

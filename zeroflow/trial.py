@@ -45,6 +45,7 @@ class TaskReport:
     metrics: dict[str, float]
     checkpoint_dir: str | None
     start_task: int = 0
+    memory_label: str = "cpu_peak_rss"  # what peak_memory_mb measures (PeakMemory.label)
 
 
 @dataclass
@@ -319,7 +320,7 @@ def run_trial(
             })
             written = str(checkpoint_dir)
         if reporter is not None:
-            reporter(TaskReport(t, n_tasks, metrics, written, start))
+            reporter(TaskReport(t, n_tasks, metrics, written, start, memory.label))
 
     summary = summarize(matrix, counters, memory)
     return TrialResult(config, matrix, summary, history, memory.label)

@@ -1,0 +1,213 @@
+"""The report's PNG figures (matplotlib, Agg): accuracy against the query budget q (the paper's
+Figure 5), accuracy after each task per optimizer, and accuracy against peak memory and against
+training time. Points are means over the finished seeds of a setting; error bars are the sample
+standard deviation where several seeds ran."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from zeroflow.report.runs import Run
+from zeroflow.report.tables import OPTIMIZERS, fmt_value, rank
+
+MARKERS = {"ease": "o", "aper": "s", "finetune": "^", "zofc": "D"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _color(optimizer: str):
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    index = OPTIMIZERS.index(optimizer) if optimizer in OPTIMIZERS else 9
+    return cmap(index % 10)
+
+
+def _group(runs: list[Run], keys: tuple[str, ...]) -> dict[tuple, list[Run]]:
+    out: dict[tuple, list[Run]] = {}
+    for run in runs:
+        out.setdefault(tuple(run.config.get(k) for k in keys), []).append(run)
+    return out
+
+
+def _lines(runs: list[Run], without: tuple[str, ...]) -> dict[tuple, list[Run]]:
+    """Runs grouped by their config without ``without`` (and the seed)."""
+    out: dict[tuple, list[Run]] = {}
+    for run in runs:
+        out.setdefault(run.setting(without=("seed", *without)), []).append(run)
+    return out
+
+
+def _label(setting: tuple, varying: set[str]) -> str:
+    config = dict(setting)
+    extra = [f"{k}={fmt_value(config[k])}" for k in sorted(varying - {"optimizer"})
+             if k in config]
+    return " ".join([str(config.get("optimizer", "?")), *extra])
+
+
+def _varying(settings) -> set[str]:
+    keys = {k for s in settings for k, _ in s}
+    return {k for k in keys if len({dict(s).get(k) for s in settings}) > 1}
+
+
+def _panel_order(item) -> tuple:
+    keys = ("dataset", "method")
+    return tuple(rank(k, v) for k, v in zip(keys, item[0]))
+
+
+def _styles(settings) -> dict[tuple, str]:
+    """A line style per setting, so settings of one optimizer (one colour) stay apart."""
+    seen: dict[str, int] = {}
+    out = {}
+    for setting in settings:
+        opt = dict(setting).get("optimizer", "")
+        out[setting] = ("-", "--", ":", "-.")[seen.get(opt, 0) % 4]
+        seen[opt] = seen.get(opt, 0) + 1
+    return out
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    if not len(arr):
+        return math.nan, math.nan
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def _panels(n: int, width: float = 4.2, height: float = 3.2):
+    plt = _plt()
+    ncols = min(n, 3)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows),
+                             squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _save(fig, path: Path) -> Path:
+    plt = _plt()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _sort_key(setting: tuple) -> tuple:
+    config = dict(setting)
+    opt = config.get("optimizer")
+    return (OPTIMIZERS.index(opt) if opt in OPTIMIZERS else 99, str(setting))
+
+
+def accuracy_vs_q(runs: list[Run], path: Path) -> tuple[Path, str]:
+    panels = _group(runs, ("dataset", "method"))
+    fig, axes = _panels(len(panels))
+    qs = {r.config.get("q") for r in runs}
+    for ax, ((dataset, method), group) in zip(axes, sorted(panels.items(), key=_panel_order)):
+        lines = _lines(group, ("q", "dataset", "method"))
+        varying = _varying(lines)
+        styles = _styles(sorted(lines, key=_sort_key))
+        for setting in sorted(lines, key=_sort_key):
+            by_q = _group(lines[setting], ("q",))
+            xs = sorted(q for (q,) in by_q if q is not None)
+            stats = [_mean_std([r.metrics.get("avg", math.nan) for r in by_q[(q,)]]) for q in xs]
+            opt = dict(setting).get("optimizer", "")
+            ax.errorbar(xs, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o",
+                        capsize=3, color=_color(opt), linestyle=styles[setting],
+                        label=_label(setting, varying))
+        if len(qs) > 1:
+            ax.set_xscale("log", base=2)
+        ticks = sorted(q for q in {r.config.get("q") for r in group} if q is not None)
+        ax.set_xticks(ticks, [fmt_value(q) for q in ticks])
+        ax.minorticks_off()
+        ax.set_title(f"{dataset} / {method}", fontsize=9)
+        ax.set_xlabel("query budget q")
+        ax.set_ylabel("Avg accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    only = f" (only q = {fmt_value(next(iter(qs)))} ran)" if len(qs) == 1 else ""
+    return _save(fig, path), f"Figure 5: Avg accuracy against the query budget q{only}"
+
+
+def accuracy_per_task(runs: list[Run], path: Path) -> tuple[Path, str]:
+    panels = _group(runs, ("dataset", "method"))
+    fig, axes = _panels(len(panels))
+    for ax, ((dataset, method), group) in zip(axes, sorted(panels.items(), key=_panel_order)):
+        lines = _lines(group, ("dataset", "method"))
+        varying = _varying(lines)
+        styles = _styles(sorted(lines, key=_sort_key))
+        for setting in sorted(lines, key=_sort_key):
+            curves = [r.curve for r in lines[setting] if r.curve]
+            if not curves:
+                continue
+            length = min(len(c) for c in curves)
+            mean = np.mean([c[:length] for c in curves], axis=0)
+            opt = dict(setting).get("optimizer", "")
+            ax.plot(range(1, length + 1), mean, marker="o", markersize=3, color=_color(opt),
+                    linestyle=styles[setting], label=_label(setting, varying))
+        ax.set_title(f"{dataset} / {method}", fontsize=9)
+        ax.set_xlabel("after task")
+        ax.set_ylabel("accuracy on seen classes (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    return _save(fig, path), "Accuracy after each task, per optimizer (mean over seeds)"
+
+
+def accuracy_against(runs: list[Run], key: str, xlabel: str, path: Path,
+                     caption: str) -> tuple[Path, str]:
+    from matplotlib.lines import Line2D
+
+    panels = _group(runs, ("dataset",))
+    fig, axes = _panels(len(panels), 5.0, 3.8)
+    for ax, ((dataset,), group) in zip(axes, sorted(panels.items(), key=_panel_order)):
+        lines = _lines(group, ())
+        for setting in sorted(lines, key=_sort_key):
+            config = dict(setting)
+            x, xs = _mean_std([r.metrics.get(key, math.nan) for r in lines[setting]])
+            y, ys = _mean_std([r.metrics.get("avg", math.nan) for r in lines[setting]])
+            if math.isfinite(x) and math.isfinite(y):
+                ax.errorbar(x, y, xerr=xs or None, yerr=ys or None,
+                            marker=MARKERS.get(config.get("method"), "x"),
+                            color=_color(config.get("optimizer", "")), linestyle="none",
+                            markersize=6, capsize=2, alpha=0.85)
+        opts = [o for o in OPTIMIZERS if any(r.config.get("optimizer") == o for r in group)]
+        methods = [m for m in MARKERS if any(r.config.get("method") == m for r in group)]
+        handles = ([Line2D([], [], color=_color(o), marker="o", linestyle="none", label=o)
+                    for o in opts]
+                   + [Line2D([], [], color="black", marker=MARKERS[m], linestyle="none",
+                             markerfacecolor="none", label=m) for m in methods])
+        ax.legend(handles=handles, fontsize=6, loc="best")
+        labels = sorted({r.memory for r in group})
+        ax.set_xlabel(xlabel.format(memory="/".join(labels)))
+        ax.set_ylabel("Avg accuracy (%)")
+        ax.set_title(dataset, fontsize=9)
+        ax.grid(alpha=0.3)
+    return _save(fig, path), caption
+
+
+def make_figures(runs: list[Run], out: Path) -> list[tuple[Path, str]]:
+    """Write the PNGs into ``out``; returns (path, caption) for each (none without results)."""
+    finished = [r for r in runs if r.finished]
+    if not finished:
+        return []
+    return [
+        accuracy_vs_q(finished, out / "fig5_accuracy_vs_q.png"),
+        accuracy_per_task(finished, out / "accuracy_per_task.png"),
+        accuracy_against(finished, "peak_memory_mb", "peak memory (MB, {memory})",
+                         out / "accuracy_vs_memory.png",
+                         "Avg accuracy against peak memory (colour: optimizer, marker: method)"),
+        accuracy_against(finished, "train_seconds", "training time, all tasks (s)",
+                         out / "accuracy_vs_time.png",
+                         "Avg accuracy against training time (colour: optimizer, marker: "
+                         "method)"),
+    ]
