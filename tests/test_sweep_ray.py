@@ -9,13 +9,14 @@ import sys
 import time
 import urllib.request
 
+import mlflow
 import pytest
+import ray
 
-ray = pytest.importorskip("ray")
-mlflow = pytest.importorskip("mlflow")
-
-from zeroflow.sweep import FAULT_ENV, run_sweep  # noqa: E402
-from zeroflow.trial import run_trial  # noqa: E402
+from zeroflow.cli import main
+from zeroflow.errors import ConfigError
+from zeroflow.sweep import FAULT_ENV, run_sweep
+from zeroflow.trial import run_trial
 
 pytestmark = pytest.mark.ray
 
@@ -33,10 +34,10 @@ def ray_session(tmp_path_factory):
     os.environ.pop(FAULT_ENV, None)
 
 
-def space_file(tmp_path, name, grid, run="{max_failures: 2, max_concurrent: 2}"):
+def space_file(tmp_path, name, grid, run="{max_failures: 2, max_concurrent: 2}", **sections):
     import yaml
 
-    text = yaml.safe_dump({"name": name, "base": BASE, "grid": grid,
+    text = yaml.safe_dump({"name": name, "base": BASE, "grid": grid, **sections,
                            "resources": {"cpu": 1}}, sort_keys=False) + f"run: {run}\n"
     path = tmp_path / f"{name}.yaml"
     path.write_text(text)
@@ -52,10 +53,14 @@ def runs_of(uri, experiment):
     return client, parents, children
 
 
-def test_four_trial_sweep_logs_parent_and_children(ray_session, tmp_path):
+def test_four_trial_sweep_logs_parent_and_children(ray_session, tmp_path, capsys):
+    """Also: an override rule and a sampler reach the trials Ray runs, and launching the same
+    sweep again is refused in one line."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = space_file(tmp_path, "four", {"optimizer": ["fo-sgd", "zo-sgd"],
-                                         "method": ["ease", "zofc"]})
+                                         "method": ["ease", "zofc"]},
+                      sample={"momentum": {"uniform": [0.5, 0.8]}},
+                      overrides=[{"when": {"optimizer": "zo-sgd"}, "set": {"mu": 0.004}}])
     results, space = run_sweep(path, storage=tmp_path / "runs", tracking_uri=uri, verbose=0)
     assert results.num_errors == 0 and len(results) == 4
     client, parents, children = runs_of(uri, "four")
@@ -63,14 +68,22 @@ def test_four_trial_sweep_logs_parent_and_children(ray_session, tmp_path):
     parent = parents[0].info.run_id
     assert parents[0].info.status == "FINISHED"
     names = sorted(r.info.run_name for r in children)
-    assert names == ["optimizer=fo-sgd,method=ease", "optimizer=fo-sgd,method=zofc",
-                     "optimizer=zo-sgd,method=ease", "optimizer=zo-sgd,method=zofc"]
+    assert [n.rsplit(",momentum=", 1)[0] for n in names] == [
+        "optimizer=fo-sgd,method=ease", "optimizer=fo-sgd,method=zofc",
+        "optimizer=zo-sgd,method=ease", "optimizer=zo-sgd,method=zofc"]
+    momenta = {float(r.data.params["momentum"]) for r in children}
+    assert len(momenta) == 4 and all(0.5 <= m <= 0.8 for m in momenta)
+    for result in results:  # what each trial process was handed, as Ray resolved it
+        assert result.config["mu"] == (0.004 if result.config["optimizer"] == "zo-sgd" else
+                                       0.001)
+        assert 0.5 <= result.config["momentum"] <= 0.8
     for run in children:
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.parentRunId"] == parent
         params = run.data.params
         assert params["dataset"] == "digits" and params["increment"] == "3"
         assert params["optimizer"] in ("fo-sgd", "zo-sgd") and "lr" in params
+        assert float(params["mu"]) == (0.004 if params["optimizer"] == "zo-sgd" else 0.001)
         metrics = run.data.metrics
         noise = [k for k in metrics if k.startswith(("config", "pid", "time_this", "timestamp",
                                                      "training_iteration", "date"))]
@@ -89,6 +102,13 @@ def test_four_trial_sweep_logs_parent_and_children(ray_session, tmp_path):
     pytest.shared_uri = uri
     pytest.shared_names = names
 
+    with pytest.raises(ConfigError, match="a sweep named 'four' already exists"):
+        run_sweep(path, storage=tmp_path / "runs", tracking_uri=uri, verbose=0)
+    code = main(["sweep", str(path), "--storage", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "zeroflow resume four" in err[0]
+    assert len(runs_of(uri, "four")[2]) == 4  # nothing new was started or logged
+
 
 @pytest.mark.parametrize("kind", ["raise", "kill"])
 def test_trial_dying_mid_task_is_retried_from_its_checkpoint(ray_session, tmp_path, kind):
@@ -102,6 +122,11 @@ def test_trial_dying_mid_task_is_retried_from_its_checkpoint(ray_session, tmp_pa
         ray_session.write_text("")
     assert marker.exists(), "the fault was not injected"
     assert results.num_errors == 0
+    # every result Ray received, both attempts: task 0, the fault in task 1, then a retry that
+    # continued from task 0's checkpoint (not from scratch: that would report task 0 again)
+    progress = results[0].metrics_dataframe
+    assert list(progress["task"]) == [0, 1, 2]
+    assert list(progress["start_task"]) == [0, 1, 1]
     client, parents, children = runs_of(uri, f"fault_{kind}")
     assert len(children) == 1 and children[0].info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(children[0].info.run_id, "accuracy")]

@@ -2,23 +2,23 @@
 not rerun, unfinished ones continue, and MLflow holds one run per trial with no task twice.
 Both drivers are subprocesses (each starts its own Ray)."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import mlflow
 import pytest
 import yaml
 
-mlflow = pytest.importorskip("mlflow")
-pytest.importorskip("ray")
-
-from zeroflow.trial import run_trial  # noqa: E402
+from zeroflow.trial import run_trial
 
 pytestmark = pytest.mark.ray
 
-BASE = dict(dataset="digits", init_cls=4, increment=3, epochs=3, limit_batches=4, batch_size=16,
+# five tasks: the second trial is still running when the driver is killed after its first
+BASE = dict(dataset="digits", init_cls=2, increment=2, epochs=3, limit_batches=4, batch_size=16,
             samples_per_class=20)
 
 
@@ -47,16 +47,18 @@ def test_killed_driver_is_finished_by_resume(tmp_path):
                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     try:
-        deadline = time.time() + 240
-        logged = 0
-        while time.time() < deadline and driver.poll() is None:
+        deadline = time.time() + 400
+        done = started = 0
+        while time.time() < deadline and driver.poll() is None:  # one trial done, one begun
             time.sleep(0.5)
             client, _, kids = children(uri, "resumable")
-            logged = sum(len(client.get_metric_history(r.info.run_id, "accuracy"))
-                         for r in kids)
-            if logged >= 1:
+            done = sum(r.info.status == "FINISHED" for r in kids)
+            started = sum(r.info.status == "RUNNING" and len(
+                client.get_metric_history(r.info.run_id, "accuracy")) >= 1 for r in kids)
+            if done == 1 and started == 1:
                 break
-        assert driver.poll() is None and logged >= 1, "the sweep ended before it could be killed"
+        assert driver.poll() is None and done == 1 and started == 1, (
+            "the sweep ended before it could be killed")
         seen = time.time()
         states = tmp_path / "runs" / "resumable"
         while time.time() < deadline and driver.poll() is None:  # Tune saved state since?
@@ -66,21 +68,37 @@ def test_killed_driver_is_finished_by_resume(tmp_path):
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
+    killed_at = time.time()
     _, _, kids = children(uri, "resumable")
-    finished = [r for r in kids if r.info.status == "FINISHED"]
-    assert len(finished) < 2, "nothing was left to resume"
+    finished = {r.data.tags["zeroflow.trial_id"] for r in kids if r.info.status == "FINISHED"}
+    assert len(finished) == 1, "one trial must be finished and one left to resume"
 
     done = subprocess.run(cmd + ["resume", "resumable", "--storage", storage], env=env,
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "sweep resumable: 2 trials, 0 errored" in done.stdout
 
+    # Ray's record of every result per trial: the finished trial reported nothing after the
+    # kill (not rerun); the other continued from a task checkpoint, never from task 0
+    after = {}
+    for trial_dir in states.iterdir():
+        if (trial_dir / "result.json").exists():
+            lines = [json.loads(x) for x in (trial_dir / "result.json").read_text().splitlines()]
+            after[trial_dir.name] = [r for r in lines if r["timestamp"] > killed_at]
+    assert len(after) == 2 and set(after) >= finished
+    for trial_id, results in after.items():
+        if trial_id in finished:
+            assert results == [], "a finished trial ran again"
+        else:
+            assert results and all(r["start_task"] >= 1 for r in results), results
+            assert results[-1]["task"] == results[-1]["n_tasks"] - 1
+
     client, parents, kids = children(uri, "resumable")
     assert len(parents) == 1 and len(kids) == 2
     for run in kids:
         assert run.info.status == "FINISHED"
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")]
-        assert steps == [0, 1, 2], steps
+        assert steps == [0, 1, 2, 3, 4], steps
         straight = run_trial({**BASE, "method": "finetune",
                               "optimizer": run.data.params["optimizer"]})
         for key in ("avg", "last", "forgetting", "forward_passes"):

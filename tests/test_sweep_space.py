@@ -100,3 +100,40 @@ def test_shipped_spaces_are_valid():
     sizes = {p.stem: load_space(p).n_trials for p in sorted(root.glob("*.yaml"))}
     assert sizes == {"enhancements": 17, "query_budget": 12, "quickstart": 36, "table1": 72,
                      "table2_efficiency": 18}
+
+
+def test_no_string_or_yaml_tag_in_a_space_is_ever_evaluated(tmp_path):
+    """Payloads that would create a file if evaluated: as a grid value, a sampler argument, an
+    override value and a Python YAML tag. Each is refused, and the file never appears."""
+    target = tmp_path / "pwned"
+    code = f"__import__('pathlib').Path({str(target)!r}).touch()"
+    payloads = [
+        GOOD.replace("[fo-sgd, zo-sgd]", f'["{code}"]'),
+        GOOD.replace("run: {", f'sample: {{lr: {{loguniform: [0.001, "{code}"]}}}}\nrun: {{'),
+        GOOD.replace("run: {", "overrides: [{when: {optimizer: zo-sgd}, "
+                     f'set: {{lr: "{code}"}}}}]\nrun: {{'),
+        GOOD.replace("epochs: 1", f"epochs: !!python/object/apply:exec [\"{code}\"]"),
+    ]
+    for i, text in enumerate(payloads):
+        with pytest.raises(ConfigError) as err:
+            load_space(write(tmp_path, text, f"s{i}.yaml"))
+        assert "\n" not in str(err.value)
+        assert not target.exists(), text
+
+
+def test_cli_sweep_and_resume_errors_are_one_line(tmp_path, capsys):
+    from zeroflow.cli import main
+
+    for argv, needle in [
+        (["sweep", str(tmp_path / "missing.yaml")], "missing.yaml does not exist"),
+        (["sweep", str(write(tmp_path, GOOD.replace("epochs: 1", "epochs: x")))],
+         "epochs='x' is not a valid int"),
+        (["resume", "nosuch", "--storage", str(tmp_path / "runs")],
+         f"no sweep to resume at {tmp_path / 'runs' / 'nosuch'}"),
+        (["resume", str(tmp_path)], "no sweep to resume at"),
+    ]:
+        code = main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith("error: "), (argv, err)
+        assert needle in err[0], (needle, err[0])
+    assert not (tmp_path / "runs").exists()
