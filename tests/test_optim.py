@@ -440,3 +440,48 @@ def test_nonfinite_forward_difference_reports_nan_not_progress():
 
     loss = opt.step(closure)
     assert torch.isnan(loss) and torch.equal(theta.detach(), start)
+
+
+def test_documented_defaults():
+    """The README's hyper-parameter table, as each optimizer actually builds."""
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    for name in optim.NAMES:
+        opt = optim.build(name, p)
+        d = opt.defaults
+        assert d["lr"] == (1e-2 if name == "fo-sgd" else 1e-3), name
+        assert d["weight_decay"] == 5e-4, name
+        if "adam" in name:
+            assert tuple(d["betas"]) == (0.9, 0.999) and d["eps"] == 1e-8, name
+        if name == "fo-sgd" or (not optim.is_first_order(name) and "adam" not in name):
+            assert d["momentum"] == 0.9, name
+        if not optim.is_first_order(name):
+            assert (opt.q, opt.seed, opt.history, opt.exact_restore) == (1, 0, 0.0, True)
+            assert opt.sampler.perturbation == "gaussian" and opt.sampler.sparsity == 0.0
+            assert opt.sampler.sparsity_resample is True
+            if name != "forward-grad":
+                assert (opt.mu, opt.difference) == (1e-3, "central"), name
+
+
+def test_hybrid_schedule_zero_epochs_is_pure_zo_and_negative_is_refused():
+    assert not any(optim.HybridSchedule(0).use_first_order(e) for e in range(3))
+    with pytest.raises(ValueError, match="hybrid fo_epochs must be >= 0, got -1"):
+        optim.HybridSchedule(-1)
+
+
+def test_forward_grad_refuses_a_loss_that_ignores_the_trainable_tensors():
+    theta = torch.nn.Parameter(torch.ones(3))
+    opt = optim.build("forward-grad", [theta], lr=0.1)
+    with pytest.raises(RuntimeError, match="does not depend on the trainable tensors"):
+        opt.step(lambda: torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_estimate_accumulates_in_fp32_and_keeps_the_dtype(dtype):
+    """The sum of several c_i z_i is formed in fp32 and rounded once to the tensor's dtype."""
+    like = torch.zeros(64, 64, dtype=dtype)
+    sampler = DirectionSampler("gaussian", 0.0, True, 0)
+    seeds, coeffs = [11, 12, 13, 14], [0.37, -1.3, 2.1, 0.011]
+    g = sampler.combine(seeds, coeffs, 0, like)
+    assert g.dtype == dtype
+    exact = sum(c * sampler.block(s, 0, like.float()) for s, c in zip(seeds, coeffs))
+    assert torch.equal(g, exact.to(dtype))
