@@ -22,3 +22,7 @@ class WeightsError(ZeroflowError):
 
 class DivergenceError(ZeroflowError):
     """A NaN or inf loss (names task, step and the likely fix)."""
+
+
+class QueryWorkerError(ZeroflowError):
+    """A query worker that failed, could not be (re-)created, or whose replica differs."""
