@@ -10,12 +10,32 @@ import os
 from pathlib import Path
 from typing import Any
 
+from zeroflow.config import make_config
 from zeroflow.errors import ConfigError
-from zeroflow.sweep.space import GRID_POINT, Space, load_space, trial_name
+from zeroflow.sweep.space import GRID_POINT, Space, load_space, trial_config, trial_name
 from zeroflow.sweep.trainable import zeroflow_trainable
 
 DEFAULT_STORAGE = "zeroflow_runs"
 SPACE_COPY = "zeroflow_space.yaml"  # the space file, kept beside Ray's experiment state
+
+
+class TrialResources:
+    """``tune.with_resources`` callable: a trial's placement group is one bundle for the trial
+    (the space's ``resources``) and one per query worker (``worker_cpus``/``worker_gpus``), so
+    that the workers' actors are placed inside it: an actor outside its trial's group waits
+    forever once trials hold every CPU. Picklable (Tune stores it with the experiment)."""
+
+    def __init__(self, resources: dict[str, float]):
+        self.resources = dict(resources)
+
+    def __call__(self, config: dict):
+        from ray import tune
+
+        trial = make_config(trial_config(config))
+        bundles = [{"CPU": self.resources["cpu"], "GPU": self.resources["gpu"]}] + [
+            {"CPU": trial.worker_cpus, "GPU": trial.worker_gpus}] * trial.query_workers
+        return tune.PlacementGroupFactory(
+            [{k: v for k, v in b.items() if v > 0} for b in bundles], strategy="PACK")
 
 
 def _storage(storage: str | os.PathLike | None) -> Path:
@@ -68,7 +88,7 @@ def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
     experiment = storage_path / space.name
     experiment.mkdir(parents=True, exist_ok=True)
     (experiment / SPACE_COPY).write_text(space.text)
-    trainable = tune.with_resources(zeroflow_trainable, dict(space.resources))
+    trainable = tune.with_resources(zeroflow_trainable, TrialResources(space.resources))
     tuner = tune.Tuner(
         trainable,
         param_space=space.param_space(),
@@ -106,7 +126,7 @@ def resume_sweep(name_or_path: str, *, storage: str | os.PathLike | None = None,
     _init_ray(address)
     _frequent_experiment_state()
     tuner = tune.Tuner.restore(str(path), trainable=tune.with_resources(
-        zeroflow_trainable, dict(space.resources)), resume_errored=True)
+        zeroflow_trainable, TrialResources(space.resources)), resume_errored=True)
     return tuner.fit(), space
 
 
