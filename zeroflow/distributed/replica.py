@@ -5,8 +5,9 @@ replays the learner's ``before_task`` structure changes, and builds the same for
 optimizers per task. Per step it receives a ``Request``: the previous steps' updates as
 (seed, scalar) pairs to apply, tensors the trial changed outside ZO steps (rare), and the batch
 and direction seeds to evaluate; it rebuilds the batch from its own copy of the dataset and
-returns the ``Estimate`` of its share. Plain Python and torch, no Ray: Ray actors wrap it
-(``zeroflow.distributed.pool``) and so can plain processes (``benchmarks/query_scaling.py``).
+returns the ``Estimate`` of its share. Plain Python and torch, no Ray. The trial side of the
+protocol is ``zeroflow.distributed.lockstep``; Ray actors wrap a replica
+(``zeroflow.distributed.pool``), and so can plain processes (``benchmarks/query_scaling.py``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,19 @@ class Reply:
     passes: int = 0
     checksum: str | None = None
     seconds: float = 0.0
+
+
+def to_cpu(tree):
+    """``tree`` (dicts, lists, tuples of tensors and plain values) with its tensors copied to
+    the CPU, as messages carry them: a replica's device need not be the trial's, and a copy
+    never aliases the trial's tensors (a pipe would share CPU storage with the receiver)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().to("cpu", copy=True)
+    if isinstance(tree, dict):
+        return {k: to_cpu(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_cpu(v) for v in tree)
+    return tree
 
 
 def trainable_checksum(learner) -> str:
@@ -112,8 +126,8 @@ class Replica:
             self._enter(task)
         self.load(tensors)
         for stepper, state in zip(self.steppers, optimizer_states or []):
-            if state is not None:
-                stepper.main.load_state_dict(state)
+            if state is not None:  # a copy: a received tensor may share memory with others
+                stepper.main.load_state_dict(to_cpu(state))
         return trainable_checksum(self.learner)
 
     def _enter(self, task: int) -> None:
@@ -141,7 +155,7 @@ class Replica:
 
     def step(self, request: Request) -> Reply:
         """Apply the updates, load the pushed tensors, evaluate the seeds (see ``Request``)."""
-        from zeroflow.trial import _closure, make_batch
+        from zeroflow.trial import _closure
 
         start = time.perf_counter()
         for update in request.updates:
@@ -154,17 +168,24 @@ class Replica:
         if not request.seeds:
             return Reply(None, 0, checksum, time.perf_counter() - start)
         spec = request.batch
-        if spec.task != self.task:
-            raise RuntimeError(f"replica is in task {self.task}, asked for task {spec.task}")
-        if self._epoch != (spec.epoch, spec.aug_seed):
-            self._train_set.set_epoch(spec.aug_seed, spec.epoch)
-            self._epoch = (spec.epoch, spec.aug_seed)
-        x, y = make_batch(self._train_set, spec.indices, self.device)
+        x, y = self.batch(spec)
         opt = self.steppers[request.group].main
         before = opt.forward_passes
         estimate = opt.evaluate(_closure(self.learner, opt, x, y, spec.dropout_seed),
                                 list(request.seeds))
         return Reply(estimate, opt.forward_passes - before, checksum, time.perf_counter() - start)
+
+    def batch(self, spec) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training batch a ``zeroflow.trial.BatchSpec`` names, rebuilt from this
+        replica's own copy of the data (the trial's tensors, bit for bit)."""
+        from zeroflow.trial import make_batch
+
+        if spec.task != self.task:
+            raise RuntimeError(f"replica is in task {self.task}, asked for task {spec.task}")
+        if self._epoch != (spec.epoch, spec.aug_seed):
+            self._train_set.set_epoch(spec.aug_seed, spec.epoch)
+            self._epoch = (spec.epoch, spec.aug_seed)
+        return make_batch(self._train_set, spec.indices, self.device)
 
     def apply(self, update: Update) -> None:
         """Repeat the trial's apply half: same (seed, scalar) pairs, same order, same lr."""
