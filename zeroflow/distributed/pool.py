@@ -38,9 +38,17 @@ ReplicaActor = ray.remote(Replica)
 
 def worker_config(config) -> dict:
     """The trial config as a replica builds it: no pool of its own, no download (the data must
-    already sit at the same absolute ``data_root`` on every node)."""
+    already sit at the same absolute ``data_root`` on every node), and the trial's kind of
+    device (directions drawn on a CPU and on a GPU differ, so replicas must match the trial)."""
+    from zeroflow.trial import resolve_device
+
+    device = resolve_device(config.device).type
+    if device == "cuda" and config.worker_gpus == 0:
+        raise QueryWorkerError("the trial runs on a GPU, so its query workers must too: set "
+                               "worker_gpus > 0 (fractions share a GPU, e.g. worker_gpus=0.25)")
     out = config.to_dict()
-    out.update(query_workers=0, download=False, data_root=os.path.abspath(config.data_root))
+    out.update(query_workers=0, download=False, data_root=os.path.abspath(config.data_root),
+               device=device)
     return out
 
 
@@ -55,12 +63,12 @@ class QueryPool(LockStepPool):
 
     def __init__(self, config, log=None):
         super().__init__(int(config.query_workers), log)
+        self.config = worker_config(config)
         self._own_ray = False
         if not ray.is_initialized():
             n_cpus = max(os.cpu_count() or 1, math.ceil(self.n * config.worker_cpus))
             ray.init(num_cpus=n_cpus, include_dashboard=False, log_to_driver=False)
             self._own_ray = True
-        self.config = worker_config(config)
         self.cpus, self.gpus = float(config.worker_cpus), float(config.worker_gpus)
         self.placement_group = ray.util.get_current_placement_group()
         self.uid = uuid.uuid4().hex[:8]
