@@ -11,10 +11,11 @@ import pytest
 import ray
 import torch
 
-from zeroflow.distributed.lockstep import share
+from zeroflow.distributed.lockstep import LockStepPool, share
 from zeroflow.distributed.pool import ACTOR_PREFIX
+from zeroflow.distributed.replica import Replica
 from zeroflow.optim import Estimate
-from zeroflow.trial import run_trial
+from zeroflow.trial import BatchSpec, _closure, run_trial
 
 pytestmark = pytest.mark.ray
 
@@ -67,6 +68,50 @@ def sum_in_order(values):
     for v in values:
         total += v
     return total
+
+
+class SharedMessagePool(LockStepPool):
+    """The protocol with messages handed over by reference: every replica receives the very
+    same tensors, as processes sharing memory through a pipe do."""
+
+    def __init__(self, replicas):
+        self.replicas = replicas
+        super().__init__(len(replicas))
+
+    def _sync(self, ks, task, tensors, states):
+        return {k: self.replicas[k].sync(task, tensors, states) for k in ks}
+
+    def _call(self, requests):
+        return [r.step(q) for r, q in zip(self.replicas, requests)]
+
+
+def test_protocol_without_ray_keeps_replicas_equal_to_in_process_steps():
+    config = {**SMALL, "method": "finetune", "optimizer": "zo-sgd", "batch_size": 8}
+    base, trial = Replica(config), Replica(config)
+    for r in (base, trial):
+        r.sync(0, {}, None)
+    specs = [BatchSpec(0, 0, 5, list(range(i, i + 8)), 100 + i) for i in range(4)]
+
+    def closure(replica, spec):
+        x, y = replica.batch(spec)
+        return _closure(replica.learner, replica.steppers[0].main, x, y, spec.dropout_seed)
+
+    for r in (base, trial):  # momentum buffers exist before the pool syncs the trial's state
+        r.steppers[0].main.step(closure(r, specs[0]))
+    pool = SharedMessagePool([Replica(config), Replica(config)])
+    pool.start_task(0, trial.learner, trial.steppers)
+    for spec in specs[1:]:
+        expected = base.steppers[0].main.step(closure(base, spec))
+        loss = pool.step(0, trial.steppers[0].main, closure(trial, spec), spec)
+        assert torch.equal(loss, expected)
+    pool.finish_task()  # replicas' checksums against the trial's
+    for (name, a), (_, b) in zip(base.learner.named_parameters(),
+                                 trial.learner.named_parameters()):
+        assert torch.equal(a, b), name
+    for replica in pool.replicas:
+        for (name, a), (_, b) in zip(base.learner.named_parameters(),
+                                     replica.learner.named_parameters()):
+            assert torch.equal(a, b), name
 
 
 @pytest.mark.parametrize("optimizer", ["zo-sgd", "zo-adam-sign", "zo-sgd-conserve",
