@@ -82,6 +82,9 @@ class TrialConfig:
     num_workers: int = field(default=0, metadata=_range(0))
     limit_batches: int | None = field(default=None, metadata=_range(1))
     samples_per_class: int | None = field(default=None, metadata=_range(1))
+    query_workers: int = field(default=0, metadata=_range(0))
+    worker_cpus: float = field(default=1.0, metadata=_range(0.0, lo_open=True))
+    worker_gpus: float = field(default=0.0, metadata=_range(0.0))
 
     def __post_init__(self):
         for f in fields(self):

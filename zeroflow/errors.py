@@ -30,3 +30,7 @@ class CheckpointError(ZeroflowError):
 
 class ReportError(ZeroflowError):
     """A report that cannot be made: no store, no runs, an unknown experiment or pivot key."""
+
+
+class QueryWorkerError(ZeroflowError):
+    """A query worker that failed, could not be (re-)created, or whose replica differs."""

@@ -11,6 +11,7 @@ uninterrupted one does (on CPU).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -55,6 +56,20 @@ class TrialResult:
     summary: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     memory_label: str = "cpu_peak_rss"
+    query_stats: dict | None = None  # the query pool's traffic (``PoolStats``), if one ran
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """What names a training batch and its closure, so a query worker can rebuild both: the
+    task, epoch and augmentation seed (``set_epoch``), the batch's sample indices in the task's
+    training set, and the dropout seed the closure reseeds the model with."""
+
+    task: int
+    epoch: int
+    aug_seed: int
+    indices: list[int]
+    dropout_seed: int
 
 
 Reporter = Callable[[TaskReport], None]
@@ -69,23 +84,33 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def batch_chunks(indices, batch_size: int, limit: int | None = None) -> list[list[int]]:
+    """``indices`` cut into consecutive batches of sample indices (the first ``limit``)."""
+    indices = [int(i) for i in indices]
+    chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    return chunks if limit is None else chunks[:limit]
+
+
+def make_batch(dataset, chunk: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (x, y) batch of ``dataset``'s samples ``chunk``: what a query worker rebuilds from
+    the indices alone, bit for bit."""
+    items = [dataset[i] for i in chunk]
+    x = torch.stack([it[0] for it in items]).to(device)
+    y = torch.tensor([it[1] for it in items], device=device)
+    return x, y
+
+
 def batches(dataset, indices: np.ndarray | torch.Tensor, batch_size: int, device, num_workers=0,
             limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (x, y) batches of ``dataset[indices]`` in that order (optionally a DataLoader)."""
-    indices = [int(i) for i in indices]
-    chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
-    if limit is not None:
-        chunks = chunks[:limit]
+    chunks = batch_chunks(indices, batch_size, limit)
     if num_workers > 0:
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=chunks, num_workers=num_workers)
         for x, y in loader:
             yield x.to(device), y.to(device)
         return
     for chunk in chunks:
-        items = [dataset[i] for i in chunk]
-        x = torch.stack([it[0] for it in items]).to(device)
-        y = torch.tensor([it[1] for it in items], device=device)
-        yield x, y
+        yield make_batch(dataset, chunk, device)
 
 
 def optimizer_hparams(config: TrialConfig, name: str, seed: int, lr: float | None) -> dict:
@@ -105,7 +130,7 @@ class _GroupStepper:
     schedule its first-order counterpart for the first ``hybrid_epochs`` epochs."""
 
     def __init__(self, group, config: TrialConfig, task: int, index: int, epochs: int):
-        self.group = group
+        self.group, self.index = group, index
         self.name = group.optimizer or config.optimizer
         seed = derive_seed(config.seed, _OPT_STREAM, task, index)
         self.main = optim.build(self.name, group.params,
@@ -237,93 +262,117 @@ def run_trial(
         start = ckpt["task"] + 1
         log(f"resumed after task {ckpt['task'] + 1}/{n_tasks} from {source}")
 
-    for t in range(start, n_tasks):
-        task_watch, task_steps = Stopwatch(), 0
-        learner.before_task(t)
-        learner.to(device)
-        epochs = learner.epochs(t)
-        steppers = [_GroupStepper(g, config, t, i, epochs)
-                    for i, g in enumerate(learner.param_groups())]
-        train_set = scenario.train_set(t)
-        passes_before = sum(s.forward_passes for s in steppers)
-        learner.train()
-        for epoch in range(epochs):
-            if on_epoch is not None:
-                on_epoch(t, epoch)
-            epoch_watch = Stopwatch()
-            active = [s.active(epoch) for s in steppers]
-            for stepper, opt in zip(steppers, active):
-                for p in stepper.group.params:
-                    p.requires_grad_(opt.uses_backward)
-                    p.grad = None
-            train_set.set_epoch(derive_seed(config.seed, _AUG_STREAM, t), epoch)
-            gen = torch.Generator().manual_seed(derive_seed(config.seed, _DATA_STREAM, t, epoch))
-            order = torch.randperm(len(train_set), generator=gen)
-            loss_sum, n_steps = 0.0, 0
-            for b, (x, y) in enumerate(batches(train_set, order, config.batch_size, device,
-                                               config.num_workers, config.limit_batches)):
-                dropout_seed = derive_seed(config.seed, _DROPOUT_STREAM, t, epoch, b)
-                for stepper, opt in zip(steppers, active):
-                    loss = opt.step(_closure(learner, opt, x, y, dropout_seed))
-                    loss_value = float(loss.detach())
-                    if not math.isfinite(loss_value):
-                        raise DivergenceError(
-                            f"loss became {loss_value} at task {t}, epoch {epoch}, step {b} "
-                            f"({stepper.name}, lr={opt.param_groups[0]['lr']:.3g}"
-                            + (f", mu={config.mu:g}" if not opt.uses_backward else "")
-                            + "); lower lr" + (" or mu" if not opt.uses_backward else "")
-                        )
-                loss_sum += loss_value
-                n_steps += 1
-            for stepper in steppers:
-                stepper.epoch_end()
-            counters["steps"] += n_steps
-            task_steps += n_steps
-            log(f"task {t + 1}/{n_tasks} epoch {epoch + 1}/{epochs}: "
-                f"loss {loss_sum / max(n_steps, 1):.4f}, {n_steps} steps, "
-                f"{epoch_watch.seconds:.1f}s")
-        for stepper in steppers:
-            for p in stepper.group.params:
-                p.requires_grad_(False)
-                p.grad = None
-        train_seconds = task_watch.seconds
-        task_passes = sum(s.forward_passes for s in steppers) - passes_before
-        counters["forward_passes"] += task_passes
-        counters["train_seconds"] += train_seconds
+    pool = None
+    if config.query_workers > 0:
+        from zeroflow.distributed import QueryPool
 
-        learner.eval()
-        eval_set = scenario.train_set(t, augment=False)
-        learner.after_task(t, lambda eval_set=eval_set: batches(
-            eval_set, range(len(eval_set)), config.eval_batch_size, device, config.num_workers))
-        per_task, seen = evaluate(learner, scenario, t, task_of_label, config, device)
-        matrix.record(t, per_task, seen)
-        metrics = {
-            "accuracy": seen, "avg_accuracy": matrix.avg(), "forgetting": matrix.forgetting(),
-            **{f"accuracy_task_{j}": a for j, a in enumerate(per_task)},
-            "peak_memory_mb": memory.peak_mb(),
-            "forward_passes": float(counters["forward_passes"]),
-            "forward_passes_task": float(task_passes),
-            "steps": float(counters["steps"]),
-            "time_task_s": task_watch.seconds, "train_time_task_s": train_seconds,
-            "time_per_step_s": train_seconds / task_steps if task_steps else 0.0,
-        }
-        history.append(metrics)
-        log(f"task {t + 1}/{n_tasks} done: accuracy {seen:.2f}% on {scenario.classes_seen(t)} "
-            f"classes, forgetting {matrix.forgetting():.2f}")
-        written = None
-        if checkpoint_dir is not None:
-            _save_checkpoint(Path(checkpoint_dir), {
-                "version": CHECKPOINT_VERSION, "config": config.to_dict(), "task": t,
-                "learner": learner.trainable_state(),
-                "optimizers": [s.state_dict() for s in steppers],
-                "matrix": matrix.state_dict(), "counters": dict(counters), "history": history,
-            })
-            written = str(checkpoint_dir)
-        if reporter is not None:
-            reporter(TaskReport(t, n_tasks, metrics, written, start, memory.label))
+        pool = QueryPool(config, log=log)
+    try:
+        for t in range(start, n_tasks):
+            task_watch, task_steps = Stopwatch(), 0
+            learner.before_task(t)
+            learner.to(device)
+            epochs = learner.epochs(t)
+            steppers = [_GroupStepper(g, config, t, i, epochs)
+                        for i, g in enumerate(learner.param_groups())]
+            train_set = scenario.train_set(t)
+            aug_seed = derive_seed(config.seed, _AUG_STREAM, t)
+            if pool is not None:
+                pool.start_task(t, learner, steppers)
+            passes_before = sum(s.forward_passes for s in steppers)
+            learner.train()
+            for epoch in range(epochs):
+                if on_epoch is not None:
+                    on_epoch(t, epoch)
+                epoch_watch = Stopwatch()
+                active = [s.active(epoch) for s in steppers]
+                for stepper, opt in zip(steppers, active):
+                    for p in stepper.group.params:
+                        p.requires_grad_(opt.uses_backward)
+                        p.grad = None
+                train_set.set_epoch(aug_seed, epoch)
+                gen = torch.Generator().manual_seed(
+                    derive_seed(config.seed, _DATA_STREAM, t, epoch))
+                order = torch.randperm(len(train_set), generator=gen)
+                chunks = batch_chunks(order, config.batch_size, config.limit_batches)
+                loss_sum, n_steps = 0.0, 0
+                for b, (x, y) in enumerate(batches(train_set, order, config.batch_size, device,
+                                                   config.num_workers, config.limit_batches)):
+                    dropout_seed = derive_seed(config.seed, _DROPOUT_STREAM, t, epoch, b)
+                    for stepper, opt in zip(steppers, active):
+                        closure = _closure(learner, opt, x, y, dropout_seed)
+                        if pool is not None and not opt.uses_backward:
+                            loss = pool.step(stepper.index, opt, closure, BatchSpec(
+                                t, epoch, aug_seed, chunks[b], dropout_seed))
+                        else:
+                            loss = opt.step(closure)
+                            if pool is not None:  # changed outside ZO: pushed before next use
+                                pool.changed(stepper.group.params)
+                        loss_value = float(loss.detach())
+                        if not math.isfinite(loss_value):
+                            raise DivergenceError(
+                                f"loss became {loss_value} at task {t}, epoch {epoch}, step {b} "
+                                f"({stepper.name}, lr={opt.param_groups[0]['lr']:.3g}"
+                                + (f", mu={config.mu:g}" if not opt.uses_backward else "")
+                                + "); lower lr" + (" or mu" if not opt.uses_backward else "")
+                            )
+                    loss_sum += loss_value
+                    n_steps += 1
+                for stepper in steppers:
+                    stepper.epoch_end()
+                counters["steps"] += n_steps
+                task_steps += n_steps
+                log(f"task {t + 1}/{n_tasks} epoch {epoch + 1}/{epochs}: "
+                    f"loss {loss_sum / max(n_steps, 1):.4f}, {n_steps} steps, "
+                    f"{epoch_watch.seconds:.1f}s")
+            for stepper in steppers:
+                for p in stepper.group.params:
+                    p.requires_grad_(False)
+                    p.grad = None
+            if pool is not None:
+                pool.finish_task()
+            train_seconds = task_watch.seconds
+            task_passes = sum(s.forward_passes for s in steppers) - passes_before
+            counters["forward_passes"] += task_passes
+            counters["train_seconds"] += train_seconds
+
+            learner.eval()
+            eval_set = scenario.train_set(t, augment=False)
+            learner.after_task(t, lambda eval_set=eval_set: batches(
+                eval_set, range(len(eval_set)), config.eval_batch_size, device, config.num_workers))
+            per_task, seen = evaluate(learner, scenario, t, task_of_label, config, device)
+            matrix.record(t, per_task, seen)
+            metrics = {
+                "accuracy": seen, "avg_accuracy": matrix.avg(), "forgetting": matrix.forgetting(),
+                **{f"accuracy_task_{j}": a for j, a in enumerate(per_task)},
+                "peak_memory_mb": memory.peak_mb(),
+                "forward_passes": float(counters["forward_passes"]),
+                "forward_passes_task": float(task_passes),
+                "steps": float(counters["steps"]),
+                "time_task_s": task_watch.seconds, "train_time_task_s": train_seconds,
+                "time_per_step_s": train_seconds / task_steps if task_steps else 0.0,
+            }
+            history.append(metrics)
+            log(f"task {t + 1}/{n_tasks} done: accuracy {seen:.2f}% on {scenario.classes_seen(t)} "
+                f"classes, forgetting {matrix.forgetting():.2f}")
+            written = None
+            if checkpoint_dir is not None:
+                _save_checkpoint(Path(checkpoint_dir), {
+                    "version": CHECKPOINT_VERSION, "config": config.to_dict(), "task": t,
+                    "learner": learner.trainable_state(),
+                    "optimizers": [s.state_dict() for s in steppers],
+                    "matrix": matrix.state_dict(), "counters": dict(counters), "history": history,
+                })
+                written = str(checkpoint_dir)
+            if reporter is not None:
+                reporter(TaskReport(t, n_tasks, metrics, written, start, memory.label))
+    finally:
+        if pool is not None:
+            pool.close()
 
     summary = summarize(matrix, counters, memory)
-    return TrialResult(config, matrix, summary, history, memory.label)
+    stats = dataclasses.asdict(pool.stats) if pool is not None else None
+    return TrialResult(config, matrix, summary, history, memory.label, stats)
 
 
 def summarize(matrix: AccuracyMatrix, counters: dict, memory: PeakMemory) -> dict[str, float]:
@@ -360,7 +409,8 @@ def evaluate(learner, scenario, t: int, task_of_label, config, device):
 
 
 # keys that may differ when a trial resumes: where and how fast it runs, not what it computes
-_FREE_ON_RESUME = ("device", "num_workers", "eval_batch_size", "data_root", "download")
+_FREE_ON_RESUME = ("device", "num_workers", "eval_batch_size", "data_root", "download",
+                   "query_workers", "worker_cpus", "worker_gpus")
 
 
 def _check_resumable(ckpt: dict, config: TrialConfig) -> None:

@@ -37,12 +37,36 @@ class Estimate:
     loss: the step's loss estimate (f(θ) for forward differences; mean of (f+ + f-)/2, which is
         f(θ) + O(mu²), for central ones; the primal f(θ) for forward-grad).
     f0: f(θ) when it was evaluated exactly (forward differences, forward-grad), else None.
+    parts: central differences' per-direction (f+ + f-)/2, so that estimates of disjoint seed
+        shares can be merged into exactly the float loss one evaluation of all seeds gives.
     """
 
     seeds: list[int]
     scalars: list[float]
     loss: float
     f0: float | None = None
+    parts: list[float] | None = None
+
+    @staticmethod
+    def merge(shares: Sequence[Estimate]) -> Estimate:
+        """One estimate from the estimates of consecutive seed shares (in seed order), equal bit
+        for bit to evaluating all the seeds at once: the loss is re-summed from ``parts`` in
+        the same order; f0 (the same on every share) is taken from the last share."""
+        shares = [s for s in shares if s.seeds]
+        seeds = [seed for s in shares for seed in s.seeds]
+        scalars = [c for s in shares for c in s.scalars]
+        last = shares[-1]
+        if last.parts is None:
+            return Estimate(seeds, scalars, last.loss, last.f0)
+        parts = [p for s in shares for p in s.parts]
+        return Estimate(seeds, scalars, _mean(parts), None, parts)
+
+
+def _mean(parts: Sequence[float]) -> float:
+    total = 0.0
+    for part in parts:
+        total += part
+    return total / len(parts)
 
 
 class Restorer:
@@ -83,7 +107,7 @@ def spsa_evaluate(
                 restorer.restore(sampler, seed, mu)
                 scalars.append((f_plus - f0) / mu)
             return Estimate(list(seeds), scalars, f0, f0)
-        total = 0.0
+        parts: list[float] = []
         for seed in seeds:
             perturb_(params, sampler, seed, mu)
             f_plus = float(closure())
@@ -97,5 +121,5 @@ def spsa_evaluate(
                 f_minus = float(closure())
                 perturb_(params, sampler, seed, mu)
             scalars.append((f_plus - f_minus) / (2 * mu))
-            total += 0.5 * (f_plus + f_minus)
-    return Estimate(list(seeds), scalars, total / len(seeds), None)
+            parts.append(0.5 * (f_plus + f_minus))
+    return Estimate(list(seeds), scalars, _mean(parts), None, parts)

@@ -5,7 +5,8 @@ One class covers the seven forward-pass optimizers of the ZeroFlow benchmark; th
 can run apart (query workers run the first, every replica runs the second):
 
 * ``evaluate(closure, seeds) -> Estimate``: the projected-gradient scalars of the directions;
-* ``apply(estimate, closure=None)``: the update from (seed, scalar) pairs.
+* ``apply(estimate, closure=None, decision=None)``: the update from (seed, scalar) pairs; it
+  returns Conserve's decision, which replicas are given instead of a closure.
 
 ``step(closure)`` is the two back to back and returns the loss. The closure is zero-argument,
 returns a scalar loss tensor, and is called under ``torch.no_grad()`` (forward-grad: under
@@ -53,6 +54,14 @@ ESTIMATORS = ("spsa", "jvp")
 _COUNTERS = "zeroflow"  # non-parameter key of ``self.state``: travels in state_dict()
 
 
+def step_loss(estimate: Estimate) -> torch.Tensor:
+    """What ``step`` returns for an estimate: its loss, or NaN when a scalar is not finite (a
+    skipped step must not look like progress)."""
+    if not all(math.isfinite(c) for c in estimate.scalars):
+        return torch.tensor(float("nan"))
+    return torch.tensor(estimate.loss)
+
+
 class CountingOptimizer:
     """Mixin: a forward-pass counter and a step counter kept in ``state`` so they round-trip."""
 
@@ -68,6 +77,10 @@ class CountingOptimizer:
         """torch's load, with the counters copied (torch would share the saved dict)."""
         super().load_state_dict(state_dict)
         self.state[_COUNTERS] = dict(state_dict["state"].get(_COUNTERS, self._counters()))
+
+    def count_passes(self, n: int) -> None:
+        """Add ``n`` forward passes made elsewhere (by query workers) for this optimizer."""
+        self._counters()["forward_passes"] += int(n)
 
     def _counted(self, closure: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
         counters = self._counters()
@@ -174,38 +187,49 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
                              self.difference, self.exact_restore)
 
     @torch.no_grad()
-    def apply(self, estimate: Estimate, closure: Callable[[], torch.Tensor] | None = None):
+    def apply(self, estimate: Estimate, closure: Callable[[], torch.Tensor] | None = None,
+              decision: float | None = None) -> float:
         """The apply half: update θ and the rule's state from (seed, scalar) pairs.
 
         A non-finite scalar leaves θ and the state untouched (the caller sees the NaN loss).
-        Conserve needs the closure to compare candidates.
+        Conserve compares candidates with the closure, or takes ``decision`` (the kept
+        candidate, as a previous ``apply`` of the same estimate returned it: 0 keeps θ, -1 is
+        θ - lr u, +1 is θ + lr u) and then needs no closure. Returns the decision (-1 without
+        Conserve).
         """
         counters = self._counters()
         counters["step"] += 1
         if not all(math.isfinite(c) for c in estimate.scalars):
-            return
+            return 0.0
         coeffs = estimate.scalars
         if self.sign == "projected":
             coeffs = [math.copysign(1.0, c) if c != 0 else 0.0 for c in coeffs]
         coeffs = [c / len(estimate.seeds) for c in coeffs]
         if not self.conserve:
             self._update(estimate.seeds, coeffs, direction=-1.0, commit=+1)
-            return
+            return -1.0
+        if decision is None:
+            decision = self._conserve_decision(estimate, coeffs, closure)
+        if decision != 0:
+            self._update(estimate.seeds, coeffs, direction=decision, commit=-int(decision))
+        return decision
+
+    def _conserve_decision(self, estimate: Estimate, coeffs: list[float], closure) -> float:
+        """The best of {θ, θ - lr u, θ + lr u} (ties keep the earlier); θ is left unchanged."""
         if closure is None:
             raise ValueError("conserve needs the closure in apply(estimate, closure)")
         counted = self._counted(closure)
         params = self._params()
         restorer = Restorer(params, exact=True)
         f0 = estimate.f0 if estimate.f0 is not None else float(counted())
-        best, best_f = 0, f0
+        best, best_f = 0.0, f0
         for candidate in (-1.0, +1.0):  # θ - lr u, then θ + lr u
             self._update(estimate.seeds, coeffs, direction=candidate, commit=0)
             f = float(counted())
             if f < best_f:
                 best, best_f = candidate, f
             restorer.restore(self.sampler, 0, 0.0)
-        if best != 0:
-            self._update(estimate.seeds, coeffs, direction=best, commit=-best)
+        return best
 
     def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
         """One full step (evaluate then apply); returns the loss estimate as a tensor."""
@@ -213,9 +237,7 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
             raise ValueError("forward-pass optimizers need a closure that returns the loss")
         estimate = self.evaluate(closure, self.direction_seeds())
         self.apply(estimate, closure)
-        if not all(math.isfinite(c) for c in estimate.scalars):
-            return torch.tensor(float("nan"))  # a skipped step must not look like progress
-        return torch.tensor(estimate.loss)
+        return step_loss(estimate)
 
     # ----------------------------------------------------------------------------- the rule
     def _update(self, seeds: list[int], coeffs: list[float], direction: float, commit: int):

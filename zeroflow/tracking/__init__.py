@@ -7,7 +7,8 @@ YAML, accuracy-curve PNG). Only the driver writes (one writer per SQLite file); 
 again by tags, so a resumed sweep continues its trials' runs instead of opening new ones.
 
 Default store: ``sqlite:///<absolute path>/mlflow.db`` in the directory the user launched from;
-``MLFLOW_TRACKING_URI`` points elsewhere (e.g. a server).
+``MLFLOW_TRACKING_URI`` points elsewhere (e.g. a server). The sweep driver's Ray Tune callback
+is ``zeroflow.tracking.callback.MLflowSweepCallback``.
 """
 
 from __future__ import annotations

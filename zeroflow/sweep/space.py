@@ -1,4 +1,4 @@
-"""A ``tune_spaces`` file → a Ray Tune sweep over ``run_trial``, tracked in MLflow; and resume.
+"""The space-file language: a ``tune_spaces`` YAML file → a validated ``Space``.
 
 Space files are YAML (read with ``yaml.safe_load``, never evaluated) and validated in full,
 every trial config included, before anything starts or is written::
@@ -16,21 +16,12 @@ every trial config included, before anything starts or is written::
 ``run.num_samples`` doubles as seeds: without a ``sample`` section (and no ``seed`` in the grid)
 every grid point runs with seeds base.seed, base.seed + 1, ...; with one, Ray draws
 ``num_samples`` configurations per grid point.
-
-Each trial reports after every task with a checkpoint (``tune.report(..., checkpoint=...)``), so
-a retried trial restarts from its last finished task. MLflow is written by the driver only
-(``MLflowSweepCallback``), and a restored sweep continues its trials' runs.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
 import os
-import shutil
-import signal
-import tempfile
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,12 +34,9 @@ from zeroflow.errors import ConfigError
 SPACE_KEYS = ("name", "description", "base", "grid", "sample", "overrides", "resources", "run")
 RUN_KEYS = {"max_failures": 0, "max_concurrent": 1, "num_samples": 1}
 RESOURCE_KEYS = ("cpu", "gpu")
-logger = logging.getLogger(__name__)
 GRID_POINT = "grid_point"  # param-space key holding a point of united grids
 SAMPLERS = {"loguniform": 2, "uniform": 2, "randint": 2, "choice": None}
-DEFAULT_STORAGE = "zeroflow_runs"
-SPACE_COPY = "zeroflow_space.yaml"  # the space file, kept beside Ray's experiment state
-FAULT_ENV = "ZEROFLOW_INJECT_FAULT"  # test hook: a file holding "raise|kill:<task>:<marker>"
+
 
 
 @dataclass
@@ -311,303 +299,10 @@ def _expand(path, space: Space) -> list[TrialConfig]:
     return configs
 
 
-# ---------------------------------------------------------------------------------- trainable
-def _maybe_inject_fault(task: int) -> None:
-    """Test hook: die once (raise or SIGKILL) at the start of task ``task``'s second epoch,
-    as the file named by ``$ZEROFLOW_INJECT_FAULT`` says; the marker file makes it once."""
-    spec_file = os.environ.get(FAULT_ENV)
-    spec = Path(spec_file).read_text().strip() if spec_file and os.path.exists(spec_file) else ""
-    if not spec:
-        return
-    kind, at, marker = spec.split(":", 2)
-    if int(at) != task or os.path.exists(marker):
-        return
-    Path(marker).write_text(kind)
-    if kind == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    raise RuntimeError(f"injected fault in task {task}")
 
-
-def zeroflow_trainable(config: dict) -> None:
-    """Ray Tune function trainable: ``run_trial`` with a checkpoint reported after each task."""
-    from ray import tune
-
-    from zeroflow.trial import CHECKPOINT_FILE, run_trial
-
-    resume_from = None
-    restored = tune.get_checkpoint()
-    if restored is not None:
-        resume_from = restored.to_directory(tempfile.mkdtemp(prefix="zf_restore_"))
-    workdir = tempfile.mkdtemp(prefix="zf_trial_")
-
-    def report(rep) -> None:
-        snapshot = tempfile.mkdtemp(prefix="zf_ckpt_")
-        try:
-            shutil.copy(Path(rep.checkpoint_dir) / CHECKPOINT_FILE, snapshot)
-            tune.report({**rep.metrics, "task": rep.task, "n_tasks": rep.n_tasks,
-                         "start_task": rep.start_task, "memory_label": rep.memory_label},
-                        checkpoint=tune.Checkpoint.from_directory(snapshot))
-        finally:  # tune.report has persisted the checkpoint by the time it returns
-            shutil.rmtree(snapshot, ignore_errors=True)
-
-    def on_epoch(task: int, epoch: int) -> None:
-        if epoch == 1:
-            _maybe_inject_fault(task)
-
-    try:
-        run_trial(trial_config(config), report, checkpoint_dir=workdir, resume_from=resume_from,
-                  on_epoch=on_epoch)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        if resume_from is not None:
-            shutil.rmtree(resume_from, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------------- tracking
 def trial_name(config: dict[str, Any], varying: list[str]) -> str:
     config = trial_config(config)
     varying = [k for k in varying if k in config]
     parts = [f"{k}={config[k]:.3g}" if isinstance(config.get(k), float) else f"{k}={config.get(k)}"
              for k in varying]
     return ",".join(parts) or "trial"
-
-
-def _tune_callback_base():
-    from ray import tune
-
-    return tune.Callback
-
-
-class MLflowSweepCallback(_tune_callback_base()):
-    """Driver-side MLflow logging that survives a sweep restore.
-
-    Ray's ``MLflowLoggerCallback`` keeps its run ids in memory and opens new runs after a
-    restore; this one finds each trial's run again by its ``zeroflow.trial_id`` tag (within the
-    launch's ``sweep_id``), skips tasks already logged, and at the end reconciles runs of trials
-    that finished while no driver was watching. A tracking error is logged as a warning and
-    never stops the sweep (the reconciliation catches up). Picklable (Ray stores it with the
-    experiment): the MLflow client is made lazily.
-    """
-
-    def __init__(self, sweep: str, tracking_uri: str, varying: list[str], space: dict,
-                 space_text: str = "", sweep_id: str | None = None):
-        self.sweep, self.uri, self.varying = sweep, tracking_uri, varying
-        self.space, self.space_text = space, space_text
-        self.sweep_id = sweep_id or uuid.uuid4().hex
-        self._tracker = None
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_tracker"] = None
-        return state
-
-    @property
-    def tracker(self):
-        if self._tracker is None:
-            from zeroflow.tracking import SweepTracker
-
-            self._tracker = SweepTracker(self.sweep, self.uri, self.sweep_id)
-            self._tracker.log_sweep_params(self.space, self.space_text)
-        return self._tracker
-
-    def _run(self, trial, reopen: bool = False) -> str:
-        return self.tracker.trial_run(trial.trial_id, trial_name(trial.config, self.varying),
-                                      make_config(trial_config(trial.config)).to_dict(),
-                                      reopen=reopen)
-
-    def _guard(self, what: str, fn, *args) -> None:
-        try:
-            fn(*args)
-        except Exception as err:  # noqa: BLE001 - tracking must not end the sweep
-            logger.warning("zeroflow: MLflow %s failed (%s); the sweep goes on", what, err)
-
-    def setup(self, **info):
-        self._guard("setup", lambda: self.tracker)
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self._guard("trial start", self._run, trial, True)
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        self._guard("result", self._log, trial, result)
-
-    def _log(self, trial, result) -> None:
-        from zeroflow.tracking import task_metrics
-
-        if "task" in result:
-            self.tracker.log_task(self._run(trial), int(result["task"]), task_metrics(result),
-                                  result.get("memory_label"))
-
-    def _finish(self, trial, status: str) -> None:
-        config = make_config(trial_config(trial.config))
-        n_tasks = int((trial.last_result or {}).get("n_tasks", 0))
-        self.tracker.finish_trial(self._run(trial), config.to_dict(), n_tasks,
-                                  f"{self.sweep}: {trial_name(trial.config, self.varying)}",
-                                  status)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._guard("trial end", self._finish, trial, "FINISHED")
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._guard("trial error", self._finish, trial, "FAILED")
-
-    def on_experiment_end(self, trials, **info):
-        self._guard("reconciliation", self._reconcile, trials)
-
-    def _reconcile(self, trials) -> None:
-        """Trials that finished while no driver logged (a killed driver) get their missing
-        tasks, final metrics and status now; trials stopped part-way (Ctrl-C) are KILLED, not
-        FINISHED; then the sweep's run ends accordingly."""
-        statuses = []
-        for trial in trials:
-            last = trial.last_result or {}
-            complete = trial.status == "TERMINATED" and "n_tasks" in last and int(
-                last.get("task", -1)) == int(last["n_tasks"]) - 1
-            status = "FAILED" if trial.status == "ERROR" else (
-                "FINISHED" if complete else "KILLED")
-            statuses.append(status)
-            run_id = self._run(trial)
-            if self.tracker.run_status(run_id) != "RUNNING":
-                continue
-            if status == "KILLED":
-                self.tracker.client.set_terminated(run_id, status="KILLED")
-                continue
-            for result in _checkpoint_results(trial):
-                self._log(trial, result)
-            self._finish(trial, status)
-        overall = ("FAILED" if "FAILED" in statuses else
-                   "KILLED" if "KILLED" in statuses else "FINISHED")
-        self.tracker.finish_sweep(overall)
-
-
-def _checkpoint_results(trial) -> list[dict]:
-    """Every task's reported metrics, from the trial's latest checkpoint (its full history)."""
-    from zeroflow.trial import CHECKPOINT_FILE, load_checkpoint
-
-    checkpoint = getattr(trial, "checkpoint", None)
-    if checkpoint is None:
-        return []
-    with checkpoint.as_directory() as directory:
-        if not (Path(directory) / CHECKPOINT_FILE).exists():
-            return []
-        payload = load_checkpoint(directory)
-    return [{**metrics, "task": t} for t, metrics in enumerate(payload["history"])]
-
-
-# ---------------------------------------------------------------------------------- driver
-def _storage(storage: str | os.PathLike | None) -> Path:
-    return Path(storage or DEFAULT_STORAGE).expanduser().resolve()
-
-
-def _frequent_experiment_state() -> None:
-    """Save Tune's experiment state every 2 s (Ray's default waits >= 10 s): a driver killed
-    in between would otherwise lose which trials exist and reopen them under new ids."""
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-
-
-def _init_ray(address: str | None, log_to_driver: bool = True) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {"log_to_driver": log_to_driver}
-    if address:
-        kwargs["address"] = address
-    else:
-        kwargs["include_dashboard"] = False
-    ray.init(**kwargs)
-
-
-def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
-              storage: str | os.PathLike | None = None, address: str | None = None,
-              tracking_uri: str | None = None, verbose: int = 1):
-    """Launch the sweep described by ``space_path``; returns (Ray's ``ResultGrid``, space)."""
-    from ray import tune
-
-    from zeroflow.tracking import default_tracking_uri
-
-    space = load_space(space_path, name)
-    storage_path = _storage(storage)
-    if (storage_path / space.name).exists() and tune.Tuner.can_restore(
-            str(storage_path / space.name)):
-        raise ConfigError(
-            f"a sweep named {space.name!r} already exists in {storage_path}; continue it with "
-            f"'zeroflow resume {space.name}' or pick another --name")
-    uri = tracking_uri or default_tracking_uri()
-    _init_ray(address)
-    _frequent_experiment_state()
-    callback = MLflowSweepCallback(space.name, uri, space.varying,
-                                   {"space": str(Path(space_path).resolve()),
-                                    "grid_keys": ",".join(space.varying),
-                                    "trials": space.n_trials},
-                                   space.text)
-    experiment = storage_path / space.name
-    experiment.mkdir(parents=True, exist_ok=True)
-    (experiment / SPACE_COPY).write_text(space.text)
-    trainable = tune.with_resources(zeroflow_trainable, dict(space.resources))
-    tuner = tune.Tuner(
-        trainable,
-        param_space=space.param_space(),
-        tune_config=tune.TuneConfig(
-            num_samples=space.num_samples,
-            max_concurrent_trials=space.run["max_concurrent"],
-            trial_name_creator=lambda t: trial_name(t.config, space.varying),
-            trial_dirname_creator=lambda t: f"{t.trial_id}",
-        ),
-        run_config=tune.RunConfig(
-            name=space.name,
-            storage_path=str(storage_path),
-            failure_config=tune.FailureConfig(max_failures=space.run["max_failures"]),
-            callbacks=[callback],
-            verbose=verbose,
-        ),
-    )
-    return tuner.fit(), space
-
-
-def resume_sweep(name_or_path: str, *, storage: str | os.PathLike | None = None,
-                 address: str | None = None):
-    """Finish an interrupted sweep: finished trials are kept, the others continue.
-    Returns (``ResultGrid``, space)."""
-    from ray import tune
-
-    path = Path(name_or_path).expanduser()
-    if not path.is_dir():
-        path = _storage(storage) / name_or_path
-    path = path.resolve()
-    if not tune.Tuner.can_restore(str(path)):
-        raise ConfigError(f"no sweep to resume at {path}; give a sweep name (with --storage "
-                          f"where it lives) or its folder")
-    space = saved_space(path)  # fails fast, before Ray starts
-    _init_ray(address)
-    _frequent_experiment_state()
-    tuner = tune.Tuner.restore(str(path), trainable=tune.with_resources(
-        zeroflow_trainable, dict(space.resources)), resume_errored=True)
-    return tuner.fit(), space
-
-
-def saved_space(path: Path) -> Space:
-    """The space a sweep was launched with (its copy in the experiment folder)."""
-    copy = path / SPACE_COPY
-    if not copy.exists():
-        raise ConfigError(f"{path} has no {SPACE_COPY}; it was not launched by zeroflow sweep")
-    return load_space(copy, name=path.name)
-
-
-def summary_table(results, varying: list[str] | None = None):
-    """The sweep's final table: the varying keys, then avg / last / forgetting per trial."""
-    df = results.get_dataframe()
-    cols = {}
-    for key in varying or []:
-        for column in (f"config/{key}", f"config/{GRID_POINT}/{key}"):
-            if column in df:
-                cols[key] = df[column]
-    for src, dst in (("avg_accuracy", "avg"), ("accuracy", "last"), ("forgetting", "forgetting"),
-                     ("forward_passes", "forward_passes"), ("peak_memory_mb", "peak_mb")):
-        if src in df:
-            cols[dst] = df[src]
-    import pandas as pd
-
-    table = pd.DataFrame(cols)
-    if "avg" in table:
-        table = table.sort_values("avg", ascending=False)
-    return table.reset_index(drop=True)

@@ -1,0 +1,31 @@
+"""A ``tune_spaces`` file → a Ray Tune sweep over ``run_trial``, tracked in MLflow; and resume.
+
+One module per concern: ``space`` (the space-file language), ``trainable`` (the Ray trainable),
+``driver`` (launch, resume, summary). The MLflow callback lives with the rest of the MLflow
+code, in ``zeroflow.tracking.callback``. The names below are the public ones.
+"""
+
+from zeroflow.sweep.driver import (
+    DEFAULT_STORAGE,
+    SPACE_COPY,
+    resume_sweep,
+    run_sweep,
+    saved_space,
+    summary_table,
+)
+from zeroflow.sweep.space import GRID_POINT, Space, load_space, trial_config, trial_name
+from zeroflow.sweep.trainable import FAULT_ENV, zeroflow_trainable
+
+
+def __getattr__(name):
+    # sweeps launched before the split pickled their callback as zeroflow.sweep.MLflowSweepCallback
+    if name == "MLflowSweepCallback":
+        from zeroflow.tracking.callback import MLflowSweepCallback
+
+        return MLflowSweepCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["DEFAULT_STORAGE", "FAULT_ENV", "GRID_POINT", "SPACE_COPY", "Space", "load_space",
+           "resume_sweep", "run_sweep", "saved_space", "summary_table", "trial_config",
+           "trial_name", "zeroflow_trainable"]

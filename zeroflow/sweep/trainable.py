@@ -1,0 +1,69 @@
+"""The Ray Tune trainable: ``run_trial`` reporting a checkpoint after every task.
+
+Each trial reports after every task with a checkpoint (``tune.report(..., checkpoint=...)``), so
+a retried trial restarts from its last finished task. ``$ZEROFLOW_INJECT_FAULT`` is a test hook
+that makes a trial die once, to exercise that retry.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+
+from zeroflow.sweep.space import trial_config
+
+FAULT_ENV = "ZEROFLOW_INJECT_FAULT"  # test hook: a file holding "raise|kill:<task>:<marker>"
+
+
+def _maybe_inject_fault(task: int) -> None:
+    """Test hook: die once (raise or SIGKILL) at the start of task ``task``'s second epoch,
+    as the file named by ``$ZEROFLOW_INJECT_FAULT`` says; the marker file makes it once."""
+    spec_file = os.environ.get(FAULT_ENV)
+    spec = Path(spec_file).read_text().strip() if spec_file and os.path.exists(spec_file) else ""
+    if not spec:
+        return
+    kind, at, marker = spec.split(":", 2)
+    if int(at) != task or os.path.exists(marker):
+        return
+    Path(marker).write_text(kind)
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError(f"injected fault in task {task}")
+
+
+def zeroflow_trainable(config: dict) -> None:
+    """Ray Tune function trainable: ``run_trial`` with a checkpoint reported after each task."""
+    from ray import tune
+
+    from zeroflow.trial import CHECKPOINT_FILE, run_trial
+
+    resume_from = None
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        resume_from = restored.to_directory(tempfile.mkdtemp(prefix="zf_restore_"))
+    workdir = tempfile.mkdtemp(prefix="zf_trial_")
+
+    def report(rep) -> None:
+        snapshot = tempfile.mkdtemp(prefix="zf_ckpt_")
+        try:
+            shutil.copy(Path(rep.checkpoint_dir) / CHECKPOINT_FILE, snapshot)
+            tune.report({**rep.metrics, "task": rep.task, "n_tasks": rep.n_tasks,
+                         "start_task": rep.start_task, "memory_label": rep.memory_label},
+                        checkpoint=tune.Checkpoint.from_directory(snapshot))
+        finally:  # tune.report has persisted the checkpoint by the time it returns
+            shutil.rmtree(snapshot, ignore_errors=True)
+
+    def on_epoch(task: int, epoch: int) -> None:
+        if epoch == 1:
+            _maybe_inject_fault(task)
+
+    try:
+        run_trial(trial_config(config), report, checkpoint_dir=workdir, resume_from=resume_from,
+                  on_epoch=on_epoch)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        if resume_from is not None:
+            shutil.rmtree(resume_from, ignore_errors=True)

@@ -1,0 +1,133 @@
+"""``MLflowSweepCallback``: the sweep driver's MLflow logging, as a Ray Tune callback."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+
+from zeroflow.config import make_config
+from zeroflow.sweep.space import trial_config, trial_name
+
+logger = logging.getLogger(__name__)
+
+
+def _tune_callback_base():
+    from ray import tune
+
+    return tune.Callback
+
+
+class MLflowSweepCallback(_tune_callback_base()):
+    """Driver-side MLflow logging that survives a sweep restore.
+
+    Ray's ``MLflowLoggerCallback`` keeps its run ids in memory and opens new runs after a
+    restore; this one finds each trial's run again by its ``zeroflow.trial_id`` tag (within the
+    launch's ``sweep_id``), skips tasks already logged, and at the end reconciles runs of trials
+    that finished while no driver was watching. A tracking error is logged as a warning and
+    never stops the sweep (the reconciliation catches up). Picklable (Ray stores it with the
+    experiment): the MLflow client is made lazily.
+    """
+
+    def __init__(self, sweep: str, tracking_uri: str, varying: list[str], space: dict,
+                 space_text: str = "", sweep_id: str | None = None):
+        self.sweep, self.uri, self.varying = sweep, tracking_uri, varying
+        self.space, self.space_text = space, space_text
+        self.sweep_id = sweep_id or uuid.uuid4().hex
+        self._tracker = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_tracker"] = None
+        return state
+
+    @property
+    def tracker(self):
+        if self._tracker is None:
+            from zeroflow.tracking import SweepTracker
+
+            self._tracker = SweepTracker(self.sweep, self.uri, self.sweep_id)
+            self._tracker.log_sweep_params(self.space, self.space_text)
+        return self._tracker
+
+    def _run(self, trial, reopen: bool = False) -> str:
+        return self.tracker.trial_run(trial.trial_id, trial_name(trial.config, self.varying),
+                                      make_config(trial_config(trial.config)).to_dict(),
+                                      reopen=reopen)
+
+    def _guard(self, what: str, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception as err:  # noqa: BLE001 - tracking must not end the sweep
+            logger.warning("zeroflow: MLflow %s failed (%s); the sweep goes on", what, err)
+
+    def setup(self, **info):
+        self._guard("setup", lambda: self.tracker)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._guard("trial start", self._run, trial, True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._guard("result", self._log, trial, result)
+
+    def _log(self, trial, result) -> None:
+        from zeroflow.tracking import task_metrics
+
+        if "task" in result:
+            self.tracker.log_task(self._run(trial), int(result["task"]), task_metrics(result),
+                                  result.get("memory_label"))
+
+    def _finish(self, trial, status: str) -> None:
+        config = make_config(trial_config(trial.config))
+        n_tasks = int((trial.last_result or {}).get("n_tasks", 0))
+        self.tracker.finish_trial(self._run(trial), config.to_dict(), n_tasks,
+                                  f"{self.sweep}: {trial_name(trial.config, self.varying)}",
+                                  status)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._guard("trial end", self._finish, trial, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._guard("trial error", self._finish, trial, "FAILED")
+
+    def on_experiment_end(self, trials, **info):
+        self._guard("reconciliation", self._reconcile, trials)
+
+    def _reconcile(self, trials) -> None:
+        """Trials that finished while no driver logged (a killed driver) get their missing
+        tasks, final metrics and status now; trials stopped part-way (Ctrl-C) are KILLED, not
+        FINISHED; then the sweep's run ends accordingly."""
+        statuses = []
+        for trial in trials:
+            last = trial.last_result or {}
+            complete = trial.status == "TERMINATED" and "n_tasks" in last and int(
+                last.get("task", -1)) == int(last["n_tasks"]) - 1
+            status = "FAILED" if trial.status == "ERROR" else (
+                "FINISHED" if complete else "KILLED")
+            statuses.append(status)
+            run_id = self._run(trial)
+            if self.tracker.run_status(run_id) != "RUNNING":
+                continue
+            if status == "KILLED":
+                self.tracker.client.set_terminated(run_id, status="KILLED")
+                continue
+            for result in _checkpoint_results(trial):
+                self._log(trial, result)
+            self._finish(trial, status)
+        overall = ("FAILED" if "FAILED" in statuses else
+                   "KILLED" if "KILLED" in statuses else "FINISHED")
+        self.tracker.finish_sweep(overall)
+
+
+def _checkpoint_results(trial) -> list[dict]:
+    """Every task's reported metrics, from the trial's latest checkpoint (its full history)."""
+    from zeroflow.trial import CHECKPOINT_FILE, load_checkpoint
+
+    checkpoint = getattr(trial, "checkpoint", None)
+    if checkpoint is None:
+        return []
+    with checkpoint.as_directory() as directory:
+        if not (Path(directory) / CHECKPOINT_FILE).exists():
+            return []
+        payload = load_checkpoint(directory)
+    return [{**metrics, "task": t} for t, metrics in enumerate(payload["history"])]
