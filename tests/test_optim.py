@@ -452,6 +452,8 @@ def test_documented_defaults():
         assert d["weight_decay"] == 5e-4, name
         if "adam" in name:
             assert tuple(d["betas"]) == (0.9, 0.999) and d["eps"] == 1e-8, name
+            other = optim.build(name, p, betas=(0.5, 0.75), eps=1e-3).defaults
+            assert tuple(other["betas"]) == (0.5, 0.75) and other["eps"] == 1e-3, name
         if name == "fo-sgd" or (not optim.is_first_order(name) and "adam" not in name):
             assert d["momentum"] == 0.9, name
         if not optim.is_first_order(name):
@@ -471,8 +473,10 @@ def test_hybrid_schedule_zero_epochs_is_pure_zo_and_negative_is_refused():
 def test_forward_grad_refuses_a_loss_that_ignores_the_trainable_tensors():
     theta = torch.nn.Parameter(torch.ones(3))
     opt = optim.build("forward-grad", [theta], lr=0.1)
-    with pytest.raises(RuntimeError, match="does not depend on the trainable tensors"):
+    with pytest.raises(RuntimeError) as err:
         opt.step(lambda: torch.tensor(1.0))
+    assert str(err.value) == ("forward-grad: the closure's loss does not depend on the trainable "
+                              "tensors through forward-mode AD; check that it uses them")
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -485,3 +489,103 @@ def test_low_precision_estimate_accumulates_in_fp32_and_keeps_the_dtype(dtype):
     assert g.dtype == dtype
     exact = sum(c * sampler.block(s, 0, like.float()) for s, c in zip(seeds, coeffs))
     assert torch.equal(g, exact.to(dtype))
+
+
+@pytest.mark.parametrize("name,kwargs,message", [
+    ("zo-sgd", {"lr": -1.0}, "lr must be >= 0, got -1.0"),
+    ("zo-sgd", {"mu": 0.0}, "mu must be > 0, got 0.0"),
+    ("zo-sgd", {"q": 0}, "q must be a positive integer, got 0"),
+    ("zo-sgd", {"q": 2.5}, "q must be a positive integer, got 2.5"),
+    ("zo-sgd", {"difference": "backward"},
+     "difference must be one of ('central', 'forward'), got 'backward'"),
+    ("zo-sgd-sign", {"sign": "stochastic"},
+     "sign must be one of (None, 'projected', 'elementwise'), got 'stochastic'"),
+    ("zo-sgd", {"momentum": 1.0}, "momentum must be in [0, 1), got 1.0"),
+    ("zo-sgd", {"momentum": -0.1}, "momentum must be in [0, 1), got -0.1"),
+    ("zo-sgd", {"weight_decay": -1e-4}, "weight_decay must be >= 0, got -0.0001"),
+    ("zo-adam", {"betas": (1.0, 0.999)}, "betas must be in [0, 1), got (1.0, 0.999)"),
+    ("zo-adam", {"betas": (0.9, 1.0)}, "betas must be in [0, 1), got (0.9, 1.0)"),
+    ("zo-adam", {"betas": (-0.1, 0.9)}, "betas must be in [0, 1), got (-0.1, 0.9)"),
+    ("zo-adam", {"eps": 0.0}, "eps must be > 0, got 0.0"),
+    ("zo-sgd", {"history": 1.0}, "history must be in [0, 1), got 1.0"),
+    ("zo-sgd", {"history": -0.5}, "history must be in [0, 1), got -0.5"),
+    ("zo-sgd", {"sparsity": 1.0}, "sparsity must be in [0, 1), got 1.0"),
+    ("zo-sgd", {"sparsity": -0.1}, "sparsity must be in [0, 1), got -0.1"),
+    ("zo-sgd", {"perturbation": "uniform"},
+     "perturbation must be one of ('gaussian', 'rademacher'), got 'uniform'"),
+    ("forward-grad", {"rule": "rmsprop"},
+     "forward-grad rule must be 'sgd' or 'adam', got 'rmsprop'"),
+])
+def test_every_invalid_hyper_parameter_is_named_with_its_allowed_range(name, kwargs, message):
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    with pytest.raises(ConfigError) as err:
+        optim.build(name, p, **kwargs)
+    assert str(err.value) in (f"optimizer {name!r}: {message}", message)
+
+
+def test_direct_construction_checks_what_the_registry_never_passes():
+    from zeroflow.optim.zo import ZeroOrderOptimizer
+
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    for kwargs, message in [({"estimator": "fd"}, "estimator must be one of ('spsa', 'jvp'), "
+                                                  "got 'fd'"),
+                            ({"rule": "rmsprop"}, "rule must be one of ('sgd', 'adam'), got "
+                                                  "'rmsprop'")]:
+        with pytest.raises(ValueError) as err:
+            ZeroOrderOptimizer(p, **kwargs)
+        assert str(err.value) == message
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("zo-sgd", {"lr": 0.0}), ("zo-sgd", {"q": 1}), ("zo-sgd", {"momentum": 0.0}),
+    ("zo-sgd", {"weight_decay": 0.0}), ("zo-adam", {"betas": (0.0, 0.0)}),
+    ("zo-sgd", {"history": 0.0}), ("zo-sgd", {"sparsity": 0.0}), ("zo-sgd", {"q": 2.0}),
+])
+def test_boundary_values_are_accepted(name, kwargs):
+    opt = optim.build(name, [torch.nn.Parameter(torch.zeros(2))], **kwargs)
+    assert opt.q >= 1
+
+
+def test_estimates_of_seed_shares_merge_into_the_estimate_of_all_seeds():
+    """What query workers rely on: evaluating consecutive shares of a step's seeds apart and
+    merging gives exactly (bit for bit) the estimate of evaluating them together."""
+    from zeroflow.optim import Estimate
+
+    a, b, theta0, _ = quadratic(dtype=torch.float32)
+    for difference in ("central", "forward"):
+        theta = torch.nn.Parameter(theta0.clone())
+        opt = optim.build("zo-sgd", [theta], q=5, difference=difference)
+        closure = closure_for(opt, theta, a, b)
+        seeds = opt.direction_seeds()
+        whole = opt.evaluate(closure, seeds)
+        shares = [opt.evaluate(closure, seeds[:2]), opt.evaluate(closure, []) if difference ==
+                  "forward" else Estimate([], [], 0.0), opt.evaluate(closure, seeds[2:])]
+        merged = Estimate.merge(shares)
+        assert merged.seeds == seeds and merged.scalars == whole.scalars
+        assert merged.loss == whole.loss and merged.f0 == whole.f0
+        assert merged.parts == whole.parts
+        if difference == "central":
+            assert len(whole.parts) == 5 and whole.f0 is None
+            assert whole.loss == sum(whole.parts) / 5
+
+
+def test_apply_reports_its_decision_and_counts_passes_made_elsewhere():
+    theta = torch.nn.Parameter(torch.ones(3))
+    opt = optim.build("zo-sgd", [theta], lr=0.1)
+    estimate = opt.evaluate(lambda: (theta ** 2).sum(), opt.direction_seeds())
+    assert opt.apply(estimate) == -1.0  # plain rules always take θ - lr·u
+    nan = optim.Estimate(estimate.seeds, [float("nan")], float("nan"))
+    before = theta.detach().clone()
+    assert opt.apply(nan) == 0.0 and torch.equal(theta.detach(), before)
+    passes = opt.forward_passes
+    opt.count_passes(7)
+    assert opt.forward_passes == passes + 7
+
+
+def test_conserve_ties_keep_the_earlier_candidate():
+    """A flat loss: θ, θ - lr·u and θ + lr·u all tie (u is weight decay's pull alone), so θ."""
+    theta = torch.nn.Parameter(torch.ones(3))
+    for name in ("zo-sgd-conserve", "zo-adam-conserve"):
+        opt = optim.build(name, [theta], lr=0.1, weight_decay=0.1)
+        opt.step(lambda: theta.sum() * 0.0 + 1.0)
+        assert torch.equal(theta.detach(), torch.ones(3)), name

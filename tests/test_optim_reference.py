@@ -146,10 +146,13 @@ def run_conserve(name, hp, n_steps=60):
         yield kept, opt.state[theta], theta.detach(), ref.state[ref_theta], ref_theta.detach()
 
 
-@pytest.mark.parametrize("name,hp", [
+CONSERVE_SETTINGS = [  # each keeps θ, θ - lr·u and θ + lr·u at some of 60 steps (checked)
     ("zo-sgd-conserve", {"lr": 0.2, "mu": 0.5, "q": 1, "seed": 3, "weight_decay": 0.05}),
     ("zo-adam-conserve", {"lr": 0.1, "mu": 0.5, "q": 2, "seed": 3, "weight_decay": 0.05}),
-])
+]
+
+
+@pytest.mark.parametrize("name,hp", CONSERVE_SETTINGS)
 def test_conserve_keeps_the_best_candidate_and_commits_the_matching_state(name, hp):
     """Each of θ, θ − lr·u and θ + lr·u is kept at some step; after every step θ and the whole
     rule state (momentum buffer / Adam's m, v and step) equal the reference's."""
@@ -201,3 +204,29 @@ def test_conserve_with_nonfinite_candidates_keeps_theta_and_state():
         assert torch.isfinite(loss)
         assert torch.equal(theta.detach(), start), name
         assert dict(opt.state[theta]) == {}, name
+
+
+@pytest.mark.parametrize("name,hp", CONSERVE_SETTINGS)
+def test_a_replica_given_conserves_decision_applies_the_same_step_without_passes(name, hp):
+    """How query-worker replicas follow the trial: the decision the trial's Conserve returns
+    makes a replica's apply (no closure, no pass) land on the same θ and state bit for bit."""
+    f, _, theta0 = problem(seed=2)
+    thetas = [torch.nn.Parameter(theta0.clone()) for _ in range(2)]
+    trial, replica = (optim.build(name, [t], **hp) for t in thetas)
+    decisions = []
+    for _ in range(60):
+        estimate = trial.evaluate(lambda: f(thetas[0]), trial.direction_seeds())
+        decision = trial.apply(estimate, lambda: f(thetas[0]))
+        passes = replica.forward_passes
+        assert replica.apply(estimate, decision=decision) == decision
+        assert replica.forward_passes == passes
+        decisions.append(decision)
+        assert torch.equal(thetas[0], thetas[1])
+        ours, theirs = trial.state[thetas[0]], replica.state[thetas[1]]
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(torch.as_tensor(ours[k]), torch.as_tensor(theirs[k]))
+                   for k in ours)
+    assert set(decisions) == {0.0, -1.0, 1.0}
+    with pytest.raises(ValueError) as err:
+        replica.apply(estimate)
+    assert str(err.value) == "conserve needs the closure in apply(estimate, closure)"
