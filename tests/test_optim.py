@@ -589,3 +589,99 @@ def test_conserve_ties_keep_the_earlier_candidate():
         opt = optim.build(name, [theta], lr=0.1, weight_decay=0.1)
         opt.step(lambda: theta.sum() * 0.0 + 1.0)
         assert torch.equal(theta.detach(), torch.ones(3)), name
+
+
+def test_accepted_hparams_and_step_without_closure():
+    assert optim.accepted_hparams("fo-sgd") == ("lr", "momentum", "weight_decay")
+    assert "mu" in optim.accepted_hparams("zo-adam") and "rule" in optim.accepted_hparams(
+        "forward-grad")
+    opt = optim.build("zo-sgd", [torch.nn.Parameter(torch.zeros(2))])
+    with pytest.raises(ValueError) as err:
+        opt.step(None)
+    assert str(err.value) == "forward-pass optimizers need a closure that returns the loss"
+
+
+def test_each_tensor_is_updated_with_its_own_block():
+    """Two trainable tensors: direction i's block k is drawn for tensor k, in perturbation and
+    update alike (the test rebuilds both from the seeds)."""
+    g = torch.Generator().manual_seed(0)
+    w0, b0 = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(
+        3, generator=g, dtype=torch.float64)
+    x = torch.randn(8, 4, generator=g, dtype=torch.float64)
+
+    def f(w, b):
+        return ((x @ w + b) ** 2).mean()
+
+    w, b = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(b0.clone())
+    opt = optim.build("zo-sgd", [w, b], lr=0.1, q=3, mu=1e-4, momentum=0.0, weight_decay=0.0)
+    seeds = opt.direction_seeds()
+    blocks = [(opt.sampler.block(s, 0, w0), opt.sampler.block(s, 1, b0)) for s in seeds]
+    cs = [(float(f(w0 + 1e-4 * zw, b0 + 1e-4 * zb)) - float(f(w0 - 1e-4 * zw, b0 - 1e-4 * zb)))
+          / 2e-4 for zw, zb in blocks]
+    opt.step(lambda: f(w, b))
+    torch.testing.assert_close(w.detach(), w0 - 0.1 * sum(c * z[0] for c, z in zip(cs, blocks)) / 3)
+    torch.testing.assert_close(b.detach(), b0 - 0.1 * sum(c * z[1] for c, z in zip(cs, blocks)) / 3)
+
+
+def test_central_loss_is_the_mean_of_the_pairs_and_spsa_defaults():
+    from zeroflow.optim.spsa import Restorer, spsa_evaluate
+
+    a, b, theta0, _ = quadratic()
+    theta = torch.nn.Parameter(theta0.clone())
+    sampler = DirectionSampler()
+    calls = []
+
+    def f():
+        calls.append(1)
+        return 0.5 * theta @ a @ theta - b @ theta
+
+    est = spsa_evaluate(f, [theta], sampler, [5, 6], 1e-3)  # central, exact restore
+    assert len(calls) == 4 and torch.equal(theta.detach(), theta0)
+    pairs = []
+    for s in (5, 6):
+        z = sampler.block(s, 0, theta0)
+        with torch.no_grad():
+            pairs.append(0.5 * (float(0.5 * (theta0 + 1e-3 * z) @ a @ (theta0 + 1e-3 * z) - b @
+                                      (theta0 + 1e-3 * z)) +
+                                float(0.5 * (theta0 - 1e-3 * z) @ a @ (theta0 - 1e-3 * z) - b @
+                                      (theta0 - 1e-3 * z))))
+    assert est.parts == pytest.approx(pairs, rel=1e-12)
+    assert est.loss == pytest.approx(sum(pairs) / 2, rel=1e-12) and est.f0 is None
+    with pytest.raises(ValueError) as err:
+        spsa_evaluate(f, [theta], sampler, [5], 1e-3, difference="backward")
+    assert str(err.value) == "difference must be one of ('central', 'forward'), got 'backward'"
+    assert Restorer([theta], exact=False).backup is None  # MeZO's way holds no copy
+    assert torch.equal(Restorer([theta], exact=True).backup[0], theta0)
+
+
+def test_forward_difference_subtractive_restore_is_close():
+    a, b, theta0, _ = quadratic(dtype=torch.float32)
+    theta = torch.nn.Parameter(theta0.clone())
+    opt = optim.build("zo-sgd", [theta], q=8, difference="forward", exact_restore=False)
+    opt.evaluate(closure_for(opt, theta, a, b), opt.direction_seeds())
+    torch.testing.assert_close(theta.detach(), theta0, rtol=0, atol=1e-5)
+
+
+def test_merge_of_a_single_share_is_that_share():
+    from zeroflow.optim import Estimate
+
+    theta = torch.nn.Parameter(torch.ones(3))
+    for difference in ("central", "forward"):
+        opt = optim.build("zo-sgd", [theta], q=2, difference=difference)
+        est = opt.evaluate(lambda: (theta ** 2).sum(), opt.direction_seeds())
+        assert Estimate.merge([est]) == est
+
+
+def test_state_dict_without_counters_keeps_the_optimizers_own():
+    theta = torch.nn.Parameter(torch.ones(3))
+    opt = optim.build("zo-sgd", [theta], seed=4)
+    opt.step(lambda: (theta ** 2).sum())
+    state = copy.deepcopy(opt.state_dict())
+    del state["state"]["zeroflow"]
+    fresh = optim.build("zo-sgd", [theta], seed=9)
+    fresh.load_state_dict(state)
+    assert fresh.seed == 9 and fresh.forward_passes == 0
+    state = copy.deepcopy(opt.state_dict())
+    del state["state"]["zeroflow"]["seed"]
+    fresh.load_state_dict(state)
+    assert fresh.seed == 9 and fresh.forward_passes == 2
