@@ -184,14 +184,6 @@ def test_perturbations_restore_parameters_bit_for_bit(name):
     assert torch.equal(theta.detach(), theta0)
 
 
-def test_subtractive_restore_is_close_but_needs_no_copy():
-    a, b, theta0, _ = quadratic(dtype=torch.float32)
-    theta = torch.nn.Parameter(theta0.clone())
-    opt = optim.build("zo-sgd", [theta], lr=1e-3, q=8, exact_restore=False)
-    opt.evaluate(closure_for(opt, theta, a, b), opt.direction_seeds())
-    torch.testing.assert_close(theta.detach(), theta0, rtol=0, atol=1e-5)
-
-
 def one_step_delta(name, **hp):
     a, b, theta0, grad = quadratic()
     theta = torch.nn.Parameter(theta0.clone())
@@ -654,12 +646,16 @@ def test_central_loss_is_the_mean_of_the_pairs_and_spsa_defaults():
     assert torch.equal(Restorer([theta], exact=True).backup[0], theta0)
 
 
-def test_forward_difference_subtractive_restore_is_close():
+@pytest.mark.parametrize("difference", ["central", "forward"])
+def test_subtractive_restore_is_close_and_really_subtracts(difference):
+    """exact_restore=False reaches the estimator: θ comes back within rounding, not bit for
+    bit (MeZO's drift), while the default copy restores exactly."""
     a, b, theta0, _ = quadratic(dtype=torch.float32)
     theta = torch.nn.Parameter(theta0.clone())
-    opt = optim.build("zo-sgd", [theta], q=8, difference="forward", exact_restore=False)
+    opt = optim.build("zo-sgd", [theta], q=8, difference=difference, exact_restore=False)
     opt.evaluate(closure_for(opt, theta, a, b), opt.direction_seeds())
     torch.testing.assert_close(theta.detach(), theta0, rtol=0, atol=1e-5)
+    assert not torch.equal(theta.detach(), theta0)
 
 
 def test_merge_of_a_single_share_is_that_share():
@@ -685,3 +681,40 @@ def test_state_dict_without_counters_keeps_the_optimizers_own():
     del state["state"]["zeroflow"]["seed"]
     fresh.load_state_dict(state)
     assert fresh.seed == 9 and fresh.forward_passes == 2
+
+
+def test_first_step_seeds_and_sampler_defaults():
+    from zeroflow.seeding import derive_seed
+
+    opt = optim.build("zo-sgd", [torch.nn.Parameter(torch.zeros(2))], q=3, seed=7)
+    assert opt.direction_seeds() == [derive_seed(7, 0, i) for i in range(3)]
+    s = DirectionSampler()
+    assert (s.perturbation, s.sparsity, s.sparsity_resample, s.seed) == ("gaussian", 0.0, True, 0)
+    fo = optim.build("fo-sgd", [torch.nn.Parameter(torch.zeros(2))])
+    with pytest.raises(ValueError) as err:
+        fo.step(None)
+    assert str(err.value) == "zeroflow optimizers need a closure that returns the loss"
+
+
+def test_sparsity_masks_differ_per_tensor_and_fixed_masks_follow_the_seed():
+    like = torch.empty(10, 10)
+    for resample in (True, False):
+        a = DirectionSampler("gaussian", 0.5, resample, 1)
+        assert not torch.equal(a.block(3, 0, like) == 0, a.block(3, 1, like) == 0), resample
+    masks = []
+    for seed in (1, 2):  # through the optimizer: its seed reaches the fixed masks
+        opt = optim.build("zo-sgd", [torch.nn.Parameter(torch.zeros(10, 10))], seed=seed,
+                          sparsity=0.5, sparsity_resample=False)
+        masks.append(opt.sampler.block(3, 0, like) == 0)
+    assert not torch.equal(*masks)
+
+
+def test_error_messages_list_the_choices_comma_separated():
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    with pytest.raises(ConfigError) as err:
+        optim.build("adam", p)
+    assert str(err.value) == "unknown optimizer 'adam'; choose one of: " + ", ".join(optim.NAMES)
+    with pytest.raises(ConfigError) as err:
+        optim.build("fo-sgd", p, mu=1.0, q=2)
+    assert str(err.value) == ("optimizer 'fo-sgd' does not take mu, q; valid hyper-parameters: "
+                              "lr, momentum, weight_decay")
