@@ -594,25 +594,27 @@ def test_accepted_hparams_and_step_without_closure():
 
 
 def test_each_tensor_is_updated_with_its_own_block():
-    """Two trainable tensors: direction i's block k is drawn for tensor k, in perturbation and
-    update alike (the test rebuilds both from the seeds)."""
+    """Three trainable tensors (two of one shape): direction i's block k is drawn for tensor
+    k, in perturbation and update alike (the test rebuilds both from the seeds)."""
     g = torch.Generator().manual_seed(0)
-    w0, b0 = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(
-        3, generator=g, dtype=torch.float64)
+    start = [torch.randn(4, 3, generator=g, dtype=torch.float64),
+             torch.randn(3, generator=g, dtype=torch.float64),
+             torch.randn(3, generator=g, dtype=torch.float64)]
     x = torch.randn(8, 4, generator=g, dtype=torch.float64)
 
-    def f(w, b):
-        return ((x @ w + b) ** 2).mean()
+    def f(w, b, c):
+        return ((x @ w + b) ** 2 * c.exp()).mean()
 
-    w, b = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(b0.clone())
-    opt = optim.build("zo-sgd", [w, b], lr=0.1, q=3, mu=1e-4, momentum=0.0, weight_decay=0.0)
-    seeds = opt.direction_seeds()
-    blocks = [(opt.sampler.block(s, 0, w0), opt.sampler.block(s, 1, b0)) for s in seeds]
-    cs = [(float(f(w0 + 1e-4 * zw, b0 + 1e-4 * zb)) - float(f(w0 - 1e-4 * zw, b0 - 1e-4 * zb)))
-          / 2e-4 for zw, zb in blocks]
-    opt.step(lambda: f(w, b))
-    torch.testing.assert_close(w.detach(), w0 - 0.1 * sum(c * z[0] for c, z in zip(cs, blocks)) / 3)
-    torch.testing.assert_close(b.detach(), b0 - 0.1 * sum(c * z[1] for c, z in zip(cs, blocks)) / 3)
+    params = [torch.nn.Parameter(t.clone()) for t in start]
+    opt = optim.build("zo-sgd", params, lr=0.1, q=3, mu=1e-4, momentum=0.0, weight_decay=0.0)
+    blocks = [[opt.sampler.block(s, k, t) for k, t in enumerate(start)]
+              for s in opt.direction_seeds()]
+    cs = [(float(f(*[t + 1e-4 * z for t, z in zip(start, zs)])) -
+           float(f(*[t - 1e-4 * z for t, z in zip(start, zs)]))) / 2e-4 for zs in blocks]
+    opt.step(lambda: f(*params))
+    for k, (p, t) in enumerate(zip(params, start)):
+        expected = t - 0.1 * sum(c * zs[k] for c, zs in zip(cs, blocks)) / 3
+        torch.testing.assert_close(p.detach(), expected, msg=f"tensor {k}")
 
 
 def test_central_loss_is_the_mean_of_the_pairs_and_spsa_defaults():
