@@ -1,5 +1,8 @@
 """Every test records MLflow runs into its own temporary store, never the checkout; tests
-marked ``gpu`` skip cleanly where CUDA is absent (CI has none)."""
+marked ``gpu`` skip cleanly where CUDA is absent (CI has none); ``headless_browser`` drives a
+real Chromium for the browser tests."""
+
+import shutil
 
 import pytest
 import torch
@@ -17,3 +20,29 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def headless_browser(tmp_path):
+    """Debian's Chromium, headless, under Selenium; skips (with how to install it) where the
+    browser or its driver is missing."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.skip("no chromium/chromedriver installed (Debian: apt-get install chromium "
+                    "chromium-driver)")
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(options=options,
+                               service=webdriver.ChromeService(executable_path=driver_path))
+    try:
+        yield browser
+    finally:
+        browser.quit()

@@ -4,7 +4,6 @@ FAILED run and a missing grid point, duplicates after a relaunch, the paper's va
 every output format, the figures, and the HTML page in a real browser."""
 
 import csv
-import shutil
 import time
 from importlib import resources
 
@@ -12,13 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("mlflow")
-
-from zeroflow.cli import main  # noqa: E402
-from zeroflow.config import make_config  # noqa: E402
-from zeroflow.report import build_report, write_report  # noqa: E402
-from zeroflow.report.tables import MISSING, NO_PAPER  # noqa: E402
-from zeroflow.tracking import TAG_MEMORY, SweepTracker  # noqa: E402
+from zeroflow.cli import main
+from zeroflow.config import make_config
+from zeroflow.report import build_report, write_report
+from zeroflow.report.tables import MISSING, NO_PAPER
+from zeroflow.tracking import TAG_MEMORY, SweepTracker
 
 N_TASKS = 3
 RNG = np.random.default_rng(7)
@@ -392,37 +389,22 @@ def test_cli_report_prints_table1_and_errors_in_one_line(store, tmp_path, monkey
 
 
 @pytest.mark.browser
-def test_html_report_in_a_real_browser_shows_tables_and_images(store, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if not chromium or not driver_path:
-        pytest.skip("no chromium/chromedriver installed (Debian: apt-get install chromium "
-                    "chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver")
+def test_html_report_in_a_real_browser_shows_tables_and_images(store, tmp_path,
+                                                              headless_browser):
     uri, truth = store
     written = write_report(build_report(["sweep"], uri), tmp_path, ["html"])
     page = [p for p in written if p.name == "report.html"][0]
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(options=options,
-                               service=webdriver.ChromeService(executable_path=driver_path))
-    try:
-        browser.get(page.resolve().as_uri())
-        table = browser.find_element("id", "table1-table")
-        assert "ease" in table.text and f2(truth["ease zo-sgd"]["avg"]) in table.text
-        assert browser.find_element("id", "table2-table").is_displayed()
-        images = browser.find_elements("tag name", "img")
-        assert len(images) == 4
-        for img in images:  # decoded: the inlined PNGs are real images
-            width = browser.execute_script(
-                "return arguments[0].complete && arguments[0].naturalWidth", img)
-            assert width and width > 100
-    finally:
-        browser.quit()
+    browser = headless_browser
+    browser.get(page.resolve().as_uri())
+    table = browser.find_element("id", "table1-table")
+    assert "ease" in table.text and f2(truth["ease zo-sgd"]["avg"]) in table.text
+    assert browser.find_element("id", "table2-table").is_displayed()
+    images = browser.find_elements("tag name", "img")
+    assert len(images) == 4
+    for img in images:  # decoded: the inlined PNGs are real images
+        width = browser.execute_script(
+            "return arguments[0].complete && arguments[0].naturalWidth", img)
+        assert width and width > 100
 
 
 def test_no_runs_is_a_one_line_error(tmp_path):

@@ -2,7 +2,6 @@
 browser. One Ray session (2 CPUs) is shared by the module: each start costs seconds."""
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -146,13 +145,8 @@ def _free_port():
 
 
 @pytest.mark.browser
-def test_mlflow_ui_in_a_real_browser_lists_the_sweep_runs(tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if not chromium or not driver_path:
-        pytest.skip("no chromium/chromedriver installed (Debian: apt-get install chromium "
-                    "chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver")
+def test_mlflow_ui_in_a_real_browser_lists_the_sweep_runs(headless_browser):
+    browser = headless_browser
     uri = getattr(pytest, "shared_uri", None)
     if uri is None:
         pytest.skip("needs the four-trial sweep of this module to have run")
@@ -175,33 +169,21 @@ def test_mlflow_ui_in_a_real_browser_lists_the_sweep_runs(tmp_path):
         else:
             pytest.fail("the MLflow UI did not answer within 120 s")
         exp = mlflow.tracking.MlflowClient(uri).get_experiment_by_name("four")
-        options = webdriver.ChromeOptions()
-        options.binary_location = chromium
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                     "--no-first-run", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync",
-                     f"--user-data-dir={tmp_path / 'profile'}"):
-            options.add_argument(flag)
-        service = webdriver.ChromeService(executable_path=driver_path)
-        browser = webdriver.Chrome(options=options, service=service)
-        try:
-            browser.set_window_size(1400, 1000)
-            browser.get(f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}/runs")
-            deadline = time.time() + 60
-            found, expanded = set(), False
-            while time.time() < deadline and len(found) < len(pytest.shared_names):
-                time.sleep(1)
-                text = browser.find_element("tag name", "body").text
-                found = {n for n in pytest.shared_names if n in text}
-                expanders = browser.find_elements(
-                    "css selector", "button[data-component-id*='runnamecellrenderer']")
-                if not expanded and expanders:  # trial runs nest under the sweep's run
-                    expanders[0].click()
-                    expanded = True
-            assert found == set(pytest.shared_names), browser.find_element(
-                "tag name", "body").text[:2000]
-        finally:
-            browser.quit()
+        browser.set_window_size(1400, 1000)
+        browser.get(f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}/runs")
+        deadline = time.time() + 60
+        found, expanded = set(), False
+        while time.time() < deadline and len(found) < len(pytest.shared_names):
+            time.sleep(1)
+            text = browser.find_element("tag name", "body").text
+            found = {n for n in pytest.shared_names if n in text}
+            expanders = browser.find_elements(
+                "css selector", "button[data-component-id*='runnamecellrenderer']")
+            if not expanded and expanders:  # trial runs nest under the sweep's run
+                expanders[0].click()
+                expanded = True
+        assert found == set(pytest.shared_names), browser.find_element(
+            "tag name", "body").text[:2000]
     finally:
         os.killpg(ui.pid, 15)
         ui.wait(timeout=30)
