@@ -17,9 +17,11 @@ from zeroflow.trial import run_trial
 
 pytestmark = pytest.mark.ray
 
-# five tasks: the second trial is still running when the driver is killed after its first
+# five tasks; the second trial (fo-sgd) trains 20× longer per task, so that it is still running
+# when the driver is killed after its first task, even on two quiet cores
 BASE = dict(dataset="digits", init_cls=2, increment=2, epochs=3, limit_batches=4, batch_size=16,
             samples_per_class=20)
+SLOW = {"optimizer": "fo-sgd", "epochs": 60}
 
 
 def children(uri, name):
@@ -37,6 +39,7 @@ def test_killed_driver_is_finished_by_resume(tmp_path):
     space.write_text(yaml.safe_dump({
         "name": "resumable", "base": BASE,
         "grid": {"optimizer": ["zo-sgd", "fo-sgd"], "method": ["finetune"]},
+        "overrides": [{"when": {"optimizer": "fo-sgd"}, "set": {"epochs": SLOW["epochs"]}}],
         "resources": {"cpu": 1}, "run": {"max_failures": 1, "max_concurrent": 1}},
         sort_keys=False))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -99,7 +102,8 @@ def test_killed_driver_is_finished_by_resume(tmp_path):
         assert run.info.status == "FINISHED"
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")]
         assert steps == [0, 1, 2, 3, 4], steps
-        straight = run_trial({**BASE, "method": "finetune",
-                              "optimizer": run.data.params["optimizer"]})
+        optimizer = run.data.params["optimizer"]
+        straight = run_trial({**BASE, "method": "finetune", "optimizer": optimizer,
+                              **(SLOW if optimizer == SLOW["optimizer"] else {})})
         for key in ("avg", "last", "forgetting", "forward_passes"):
             assert run.data.metrics[key] == straight.summary[key], key
