@@ -7,15 +7,17 @@ and a restored sweep continues its trials' runs.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from zeroflow.config import make_config
 from zeroflow.errors import ConfigError
+from zeroflow.sweep import storage as storage_mod
 from zeroflow.sweep.space import GRID_POINT, Space, load_space, trial_config, trial_name
 from zeroflow.sweep.trainable import zeroflow_trainable
 
-DEFAULT_STORAGE = "zeroflow_runs"
+DEFAULT_STORAGE = storage_mod.DEFAULT_STORAGE
 SPACE_COPY = "zeroflow_space.yaml"  # the space file, kept beside Ray's experiment state
 
 
@@ -38,8 +40,8 @@ class TrialResources:
             [{k: v for k, v in b.items() if v > 0} for b in bundles], strategy="PACK")
 
 
-def _storage(storage: str | os.PathLike | None) -> Path:
-    return Path(storage or DEFAULT_STORAGE).expanduser().resolve()
+def _storage(storage: str | os.PathLike | None) -> str:
+    return storage_mod.resolve(storage)
 
 
 def _frequent_experiment_state() -> None:
@@ -48,17 +50,35 @@ def _frequent_experiment_state() -> None:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
 
 
-def _init_ray(address: str | None, log_to_driver: bool = True) -> None:
+def _init_ray(address: str | None, log_to_driver: bool = True) -> bool:
+    """Join the cluster at ``address`` (or ``$RAY_ADDRESS``, which ``ray job submit`` sets for
+    its driver), else start Ray on this machine. Returns whether it joined a cluster."""
     import ray
 
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
-        return
+        return bool(address)
     kwargs: dict[str, Any] = {"log_to_driver": log_to_driver}
     if address:
         kwargs["address"] = address
     else:
         kwargs["include_dashboard"] = False
     ray.init(**kwargs)
+    return bool(address)
+
+
+def _live_hosts() -> int:
+    import ray
+
+    return len({n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")})
+
+
+def _warn_cluster(storage, on_cluster: bool, tracking_uri: str) -> None:
+    """Print, one line each, what would make checkpoints or runs unreachable on this cluster."""
+    for line in storage_mod.cluster_warnings(
+            storage, on_cluster=on_cluster, hosts=_live_hosts(), tracking_uri=tracking_uri,
+            tracking_from_env=bool(os.environ.get("MLFLOW_TRACKING_URI"))):
+        print(f"zeroflow: warning: {line}", file=sys.stderr, flush=True)
 
 
 def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
@@ -72,22 +92,20 @@ def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
 
     space = load_space(space_path, name)
     storage_path = _storage(storage)
-    if (storage_path / space.name).exists() and tune.Tuner.can_restore(
-            str(storage_path / space.name)):
+    experiment = storage_mod.join(storage_path, space.name)
+    if tune.Tuner.can_restore(experiment):
         raise ConfigError(
             f"a sweep named {space.name!r} already exists in {storage_path}; continue it with "
             f"'zeroflow resume {space.name}' or pick another --name")
     uri = tracking_uri or default_tracking_uri()
-    _init_ray(address)
+    _warn_cluster(storage, _init_ray(address), uri)
     _frequent_experiment_state()
     callback = MLflowSweepCallback(space.name, uri, space.varying,
                                    {"space": str(Path(space_path).resolve()),
                                     "grid_keys": ",".join(space.varying),
                                     "trials": space.n_trials},
                                    space.text)
-    experiment = storage_path / space.name
-    experiment.mkdir(parents=True, exist_ok=True)
-    (experiment / SPACE_COPY).write_text(space.text)
+    storage_mod.write_text(storage_mod.join(experiment, SPACE_COPY), space.text)
     trainable = tune.with_resources(zeroflow_trainable, TrialResources(space.resources))
     tuner = tune.Tuner(
         trainable,
@@ -100,7 +118,7 @@ def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
         ),
         run_config=tune.RunConfig(
             name=space.name,
-            storage_path=str(storage_path),
+            storage_path=storage_path,
             failure_config=tune.FailureConfig(max_failures=space.run["max_failures"]),
             callbacks=[callback],
             verbose=verbose,
@@ -115,27 +133,39 @@ def resume_sweep(name_or_path: str, *, storage: str | os.PathLike | None = None,
     Returns (``ResultGrid``, space)."""
     from ray import tune
 
-    path = Path(name_or_path).expanduser()
-    if not path.is_dir():
-        path = _storage(storage) / name_or_path
-    path = path.resolve()
-    if not tune.Tuner.can_restore(str(path)):
+    if storage_mod.is_uri(name_or_path) or Path(name_or_path).expanduser().is_dir():
+        path = storage_mod.resolve(name_or_path)
+    else:
+        path = storage_mod.join(_storage(storage), name_or_path)
+    if not tune.Tuner.can_restore(path):
         raise ConfigError(f"no sweep to resume at {path}; give a sweep name (with --storage "
                           f"where it lives) or its folder")
     space = saved_space(path)  # fails fast, before Ray starts
-    _init_ray(address)
+    from zeroflow.tracking import default_tracking_uri
+
+    _warn_cluster(path, _init_ray(address), default_tracking_uri())
     _frequent_experiment_state()
-    tuner = tune.Tuner.restore(str(path), trainable=tune.with_resources(
+    tuner = tune.Tuner.restore(path, trainable=tune.with_resources(
         zeroflow_trainable, TrialResources(space.resources)), resume_errored=True)
     return tuner.fit(), space
 
 
-def saved_space(path: Path) -> Space:
+def saved_space(path: str | os.PathLike) -> Space:
     """The space a sweep was launched with (its copy in the experiment folder)."""
-    copy = path / SPACE_COPY
-    if not copy.exists():
+    path = str(path)
+    copy = storage_mod.join(path, SPACE_COPY)
+    text = storage_mod.read_text(copy)
+    if text is None:
         raise ConfigError(f"{path} has no {SPACE_COPY}; it was not launched by zeroflow sweep")
-    return load_space(copy, name=path.name)
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    if not storage_mod.is_uri(copy):
+        return load_space(copy, name=name)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:  # a local copy for the file-based loader
+        local = Path(tmp) / SPACE_COPY
+        local.write_text(text)
+        return load_space(local, name=name)
 
 
 def summary_table(results, varying: list[str] | None = None):

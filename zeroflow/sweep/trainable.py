@@ -36,9 +36,13 @@ def _maybe_inject_fault(task: int) -> None:
 
 def zeroflow_trainable(config: dict) -> None:
     """Ray Tune function trainable: ``run_trial`` with a checkpoint reported after each task."""
+    import ray
     from ray import tune
 
     from zeroflow.trial import CHECKPOINT_FILE, run_trial
+
+    where = {"node_id": ray.get_runtime_context().get_node_id(),
+             "node_ip": ray.util.get_node_ip_address()}
 
     resume_from = None
     restored = tune.get_checkpoint()
@@ -51,7 +55,8 @@ def zeroflow_trainable(config: dict) -> None:
         try:
             shutil.copy(Path(rep.checkpoint_dir) / CHECKPOINT_FILE, snapshot)
             tune.report({**rep.metrics, "task": rep.task, "n_tasks": rep.n_tasks,
-                         "start_task": rep.start_task, "memory_label": rep.memory_label},
+                         "start_task": rep.start_task, "memory_label": rep.memory_label,
+                         **where},
                         checkpoint=tune.Checkpoint.from_directory(snapshot))
         finally:  # tune.report has persisted the checkpoint by the time it returns
             shutil.rmtree(snapshot, ignore_errors=True)

@@ -27,6 +27,9 @@ TAG_TRIAL = "zeroflow.trial_id"
 TAG_SWEEP_ID = "zeroflow.sweep_id"
 # what ``peak_memory_mb`` measured: ``cuda_max_allocated`` (GPU) or ``cpu_peak_rss`` (CPU)
 TAG_MEMORY = "zeroflow.memory_label"
+# where a sweep trial ran (its latest task): Ray's node id and that node's IP address
+TAG_NODE_ID = "zeroflow.node_id"
+TAG_NODE_IP = "zeroflow.node_ip"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 
@@ -200,9 +203,9 @@ class SweepTracker:
             self.client.log_batch(run_id, params=items[i : i + 100])
 
     def log_task(self, run_id: str, task: int, metrics: dict[str, float],
-                 memory_label: str | None = None) -> bool:
-        """Log one task's metrics at ``step = task`` (and, as a tag, what the peak memory
-        measured); a task already logged is skipped."""
+                 tags: dict[str, str] | None = None) -> bool:
+        """Log one task's metrics at ``step = task`` with ``tags`` (what the peak memory
+        measured, where the task ran); a task already logged is skipped."""
         from mlflow.entities import Metric, RunTag
 
         if task <= self._logged_steps.get(run_id, -1):
@@ -211,8 +214,8 @@ class SweepTracker:
 
         now = int(time.time() * 1000)
         batch = [Metric(k, v, now, task) for k, v in metrics.items() if math.isfinite(v)]
-        tags = [RunTag(TAG_MEMORY, str(memory_label))] if memory_label else []
-        self.client.log_batch(run_id, metrics=batch, tags=tags)
+        self.client.log_batch(run_id, metrics=batch, tags=[
+            RunTag(k, str(v)) for k, v in (tags or {}).items() if v])
         self._logged_steps[run_id] = task
         return True
 
@@ -290,7 +293,7 @@ class RunTracker:
     def report(self, report) -> None:
         self.n_tasks = report.n_tasks
         self.tracker.log_task(self.run_id, report.task, task_metrics(report.metrics),
-                              report.memory_label)
+                              {TAG_MEMORY: report.memory_label})
 
     def finish(self, status: str) -> None:
         self.tracker.finish_trial(self.run_id, self.config, max(self.n_tasks, 1),

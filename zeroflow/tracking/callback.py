@@ -71,11 +71,13 @@ class MLflowSweepCallback(_tune_callback_base()):
         self._guard("result", self._log, trial, result)
 
     def _log(self, trial, result) -> None:
-        from zeroflow.tracking import task_metrics
+        from zeroflow.tracking import TAG_MEMORY, TAG_NODE_ID, TAG_NODE_IP, task_metrics
 
         if "task" in result:
             self.tracker.log_task(self._run(trial), int(result["task"]), task_metrics(result),
-                                  result.get("memory_label"))
+                                  {TAG_MEMORY: result.get("memory_label"),
+                                   TAG_NODE_ID: result.get("node_id"),
+                                   TAG_NODE_IP: result.get("node_ip")})
 
     def _finish(self, trial, status: str) -> None:
         config = make_config(trial_config(trial.config))

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# A real two-node Ray cluster on one machine, for tests and demos.
+#
+#   eval "$(cluster/local.sh up)"   # start head + worker; exports what a client needs
+#   cluster/local.sh status          # which of its processes live, and Ray's view of the nodes
+#   cluster/local.sh kill-worker     # SIGKILL the worker node (a lost machine), head untouched
+#   cluster/local.sh down            # stop exactly the processes `up` started
+#
+# Each node is started in its own session (setsid), so every process Ray spawns for it (GCS,
+# raylet, dashboard, agents, workers, job drivers) carries that session id; `down` signals those
+# sessions and nothing else. Never `ray stop`: it kills every Ray process on the host.
+#
+# Token authentication is on, the same way on every process: RAY_AUTH_MODE=token and
+# RAY_AUTH_TOKEN_PATH naming a token file in the state folder (mode 600). Clients export both.
+#
+# Settings (environment):
+#   ZEROFLOW_CLUSTER_DIR      state folder: pids, tokens, node temp dirs (/tmp/zeroflow-cluster)
+#   ZEROFLOW_NODE_IP          address both nodes bind and advertise (127.0.0.1)
+#   ZEROFLOW_RAY_PORT         GCS port (6390)          ZEROFLOW_DASHBOARD_PORT  jobs API (8266)
+#   ZEROFLOW_CLIENT_PORT      Ray client port (10001)
+#   ZEROFLOW_HEAD_CPUS        CPUs of each node (1)    ZEROFLOW_WORKER_CPUS     (1)
+#   ZEROFLOW_OBJECT_STORE_MB  object store per node (256)
+#   ZEROFLOW_HEAD_PORTS / ZEROFLOW_WORKER_PORTS  worker-process port ranges (20000-20999,
+#                             21000-21999), disjoint so the two raylets never race for a port
+# The nodes carry the custom resources {zeroflow_head: 1} and {zeroflow_worker: 1}.
+set -euo pipefail
+
+DIR=${ZEROFLOW_CLUSTER_DIR:-/tmp/zeroflow-cluster}
+IP=${ZEROFLOW_NODE_IP:-127.0.0.1}
+GCS_PORT=${ZEROFLOW_RAY_PORT:-6390}
+DASH_PORT=${ZEROFLOW_DASHBOARD_PORT:-8266}
+CLIENT_PORT=${ZEROFLOW_CLIENT_PORT:-10001}
+HEAD_CPUS=${ZEROFLOW_HEAD_CPUS:-1}
+WORKER_CPUS=${ZEROFLOW_WORKER_CPUS:-1}
+STORE_BYTES=$(( ${ZEROFLOW_OBJECT_STORE_MB:-256} * 1024 * 1024 ))
+HEAD_PORTS=${ZEROFLOW_HEAD_PORTS:-20000-20999}
+WORKER_PORTS=${ZEROFLOW_WORKER_PORTS:-21000-21999}
+RAY=${ZEROFLOW_RAY_BIN:-$(command -v ray || true)}
+PYTHON=${ZEROFLOW_PYTHON:-$(dirname "${RAY:-/usr/bin/ray}")/python}
+[[ -x $PYTHON ]] || PYTHON=$(command -v python3)
+
+die() { echo "cluster/local.sh: $*" >&2; exit 1; }
+
+auth_env() {
+  export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$DIR/auth_token" RAY_USAGE_STATS_ENABLED=0
+}
+
+# Live pids of the session whose id is stored in $DIR/<node>.sid.
+session_pids() {
+  local sid_file="$DIR/$1.sid"
+  [[ -f $sid_file ]] || return 0
+  # zombies (state Z) are dead already: an init that never reaps them must not count
+  ps -eo pid=,sid=,stat= | awk -v s="$(cat "$sid_file")" '$2 == s && $3 !~ /^Z/ { print $1 }'
+}
+
+all_pids() { session_pids head; session_pids worker; }
+
+# setsid'd `ray start`, recording the session id (= the pid of setsid's child) first.
+start_node() {
+  local node=$1; shift
+  mkdir -p "$DIR/$node"
+  setsid bash -c 'echo $$ > "$0"; exec "$@"' "$DIR/$node.sid" "$RAY" start "$@" \
+    >"$DIR/$node.log" 2>&1 || { tail -n 20 "$DIR/$node.log" >&2; die "$node failed to start (log: $DIR/$node.log)"; }
+}
+
+nodes_json() {
+  "$PYTHON" - "$IP" "$DASH_PORT" <<'EOF'
+import json, sys
+from ray.util.state import list_nodes
+nodes = list_nodes(address=f"http://{sys.argv[1]}:{sys.argv[2]}", detail=True)
+print(json.dumps([{"id": n.node_id, "state": n.state, "resources": n.resources_total}
+                  for n in nodes]))
+EOF
+}
+
+# The node id carrying custom resource $1 among ALIVE nodes (empty if none).
+node_id() {
+  nodes_json 2>/dev/null | "$PYTHON" -c '
+import json, sys
+for n in json.load(sys.stdin):
+    if n["state"] == "ALIVE" and sys.argv[1] in n["resources"]:
+        print(n["id"])' "$1"
+}
+
+cmd_up() {
+  [[ -n $RAY ]] || die "ray is not installed: pip install -e '.[cluster]'"
+  if [[ -n $(all_pids) ]]; then die "already up (state in $DIR); run 'down' first"; fi
+  mkdir -p "$DIR"; chmod 700 "$DIR"
+  if [[ ! -s $DIR/auth_token ]]; then
+    (umask 077; "$PYTHON" -c 'import secrets; print(secrets.token_hex(32))' >"$DIR/auth_token")
+  fi
+  auth_env
+  local common=(--dashboard-agent-listen-port=0 --node-ip-address "$IP"
+                --object-store-memory "$STORE_BYTES" --disable-usage-stats)
+  start_node head --head --port "$GCS_PORT" --temp-dir "$DIR/head" --num-cpus "$HEAD_CPUS" \
+    --resources '{"zeroflow_head": 1}' --include-dashboard true --dashboard-host "$IP" \
+    --dashboard-port "$DASH_PORT" --ray-client-server-port "$CLIENT_PORT" \
+    --min-worker-port "${HEAD_PORTS%-*}" --max-worker-port "${HEAD_PORTS#*-}" "${common[@]}"
+  start_node worker --address "$IP:$GCS_PORT" --temp-dir "$DIR/worker" \
+    --num-cpus "$WORKER_CPUS" --resources '{"zeroflow_worker": 1}' \
+    --min-worker-port "${WORKER_PORTS%-*}" --max-worker-port "${WORKER_PORTS#*-}" "${common[@]}"
+  local head="" worker="" i
+  for i in $(seq 60); do
+    head=$(node_id zeroflow_head || true); worker=$(node_id zeroflow_worker || true)
+    [[ -n $head && -n $worker ]] && break
+    sleep 1
+  done
+  [[ -n $head && -n $worker ]] || { cmd_down >&2; die "the two nodes did not both come up in 60 s"; }
+  echo "export RAY_ADDRESS=$IP:$GCS_PORT"
+  echo "export RAY_API_SERVER_ADDRESS=http://$IP:$DASH_PORT"
+  echo "export RAY_AUTH_MODE=token"
+  echo "export RAY_AUTH_TOKEN_PATH=$DIR/auth_token"
+  echo "export ZEROFLOW_HEAD_NODE_ID=$head"
+  echo "export ZEROFLOW_WORKER_NODE_ID=$worker"
+}
+
+# SIGTERM the node sessions, wait, SIGKILL what is left; fail if anything survives.
+stop_sessions() {
+  local pids i
+  pids=$(for n in "$@"; do session_pids "$n"; done)
+  [[ -z $pids ]] && return 0
+  kill -TERM $pids 2>/dev/null || true
+  for i in $(seq 20); do
+    pids=$(for n in "$@"; do session_pids "$n"; done)
+    [[ -z $pids ]] && return 0
+    sleep 0.5
+  done
+  kill -KILL $pids 2>/dev/null || true
+  sleep 0.5
+  pids=$(for n in "$@"; do session_pids "$n"; done)
+  [[ -z $pids ]] || die "processes survived SIGKILL: $pids"
+}
+
+cmd_down() {
+  stop_sessions worker head
+  rm -f "$DIR/head.sid" "$DIR/worker.sid"
+  echo "cluster/local.sh: down (no process of it left)" >&2
+}
+
+cmd_kill_worker() {
+  local pids
+  pids=$(session_pids worker)
+  [[ -n $pids ]] || die "no worker node is running"
+  kill -KILL $pids
+  echo "cluster/local.sh: worker node killed (pids $(echo $pids))" >&2
+}
+
+cmd_status() {
+  local node pids
+  for node in head worker; do
+    pids=$(session_pids "$node")
+    if [[ -n $pids ]]; then echo "$node: up ($(echo "$pids" | wc -l) processes)"
+    else echo "$node: down"; fi
+  done
+  if [[ -n $(session_pids head) ]]; then
+    auth_env
+    "$PYTHON" - "$IP" "$DASH_PORT" <<'EOF' || echo "Ray's state API did not answer"
+import sys
+from ray.util.state import list_nodes
+for n in list_nodes(address=f"http://{sys.argv[1]}:{sys.argv[2]}", detail=True):
+    role = "head" if "zeroflow_head" in n.resources_total else (
+        "worker" if "zeroflow_worker" in n.resources_total else "other")
+    print("node", n.node_id, role, n.state)
+EOF
+  fi
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  kill-worker) cmd_kill_worker ;;
+  *) echo "usage: cluster/local.sh up|down|status|kill-worker" >&2; exit 2 ;;
+esac
