@@ -85,8 +85,10 @@ class SharedMessagePool(LockStepPool):
         return [r.step(q) for r, q in zip(self.replicas, requests)]
 
 
-def test_protocol_without_ray_keeps_replicas_equal_to_in_process_steps():
-    config = {**SMALL, "method": "finetune", "optimizer": "zo-sgd", "batch_size": 8}
+@pytest.mark.parametrize("scope", ["adapter", "full"])
+def test_protocol_without_ray_keeps_replicas_equal_to_in_process_steps(scope):
+    config = {**SMALL, "method": "finetune", "optimizer": "zo-sgd", "batch_size": 8,
+              "finetune_scope": scope}
     base, trial = Replica(config), Replica(config)
     for r in (base, trial):
         r.sync(0, {}, None)

@@ -124,6 +124,32 @@ MUTATIONS = [
              "    restored = tune.get_checkpoint()", "    restored = None",
              ["tests/test_sweep_ray.py::test_trial_dying_mid_task_is_retried_from_its_checkpoint",
               "tests/test_sweep_resume.py"], ray=True),
+    Mutation("full finetune's loss keeps old-class logits after task 0",
+             "zeroflow/methods/finetune.py", "if self.full and self.task > 0:", "if False:",
+             ["tests/test_methods.py::"
+              "test_finetune_full_loss_is_all_logits_on_task_0_then_new_class_logits_only"]),
+    Mutation("full finetune trains the adapter, not the backbone", "zeroflow/methods/finetune.py",
+             "        if self.full:\n            return [ParamGroup(",
+             "        if False:\n            return [ParamGroup(",
+             ["tests/test_methods.py::"
+              "test_finetune_full_trains_every_backbone_tensor_and_adapter_scope_none"]),
+    Mutation("a trained backbone is left out of the checkpoint", "zeroflow/methods/finetune.py",
+             "self.trains_backbone = self.full", "self.trains_backbone = False",
+             ["tests/test_methods.py::"
+              "test_finetune_full_checkpoints_the_backbone_and_resumes_bit_identical"]),
+    Mutation("ease_variant: omni runs standard EASE", "zeroflow/methods/__init__.py",
+             "        cls = EaseOmni", "        cls = Ease",
+             ["tests/test_methods.py::test_ease_omni_trains_task_0_only_and_predicts_with_"
+              "pretrained_and_adapter_prototypes"]),
+    Mutation("EASE's CUB recipe with alpha 0.1", "tune_spaces/table1.yaml",
+             "epochs: 20, ease_alpha: 0.05}", "epochs: 20, ease_alpha: 0.1}",
+             ["tests/test_sweep_space.py::"
+              "test_shipped_spaces_resolve_every_method_and_dataset_to_its_cited_recipe"]),
+    Mutation("an override rule that matches nothing is accepted", "zeroflow/sweep/space.py",
+             "        if not any(_matches(when, {**base, **point}) for point in space.points()):",
+             "        if False:",
+             ["tests/test_sweep_space.py::"
+              "test_override_rules_match_base_keys_and_refuse_rules_that_match_nothing"]),
 ]
 
 

@@ -19,6 +19,8 @@ import yaml
 from zeroflow.errors import ConfigError
 
 METHODS = ("ease", "aper", "finetune", "zofc")
+EASE_VARIANTS = ("standard", "omni")  # omni: EASE's official OmniBenchmark variant (README)
+FINETUNE_SCOPES = ("adapter", "full")  # full: the whole backbone, PILOT's finetune baseline
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 # Class-incremental splits of the paper (10 tasks each) and of the embedded default (5 tasks).
 DATASET_SPLITS = {
@@ -72,6 +74,8 @@ class TrialConfig:
     min_lr: float = field(default=0.0, metadata=_range(0.0))
     fc_lr: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
     ease_alpha: float = field(default=0.1, metadata=_range(0.0))
+    ease_variant: str = field(default="standard", metadata=_choice(*EASE_VARIANTS))
+    finetune_scope: str = field(default="adapter", metadata=_choice(*FINETUNE_SCOPES))
     adapter_bottleneck: int = field(default=64, metadata=_range(1))
     backbone: str = "tiny"
     weights: str | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from zeroflow.errors import ConfigError
 from zeroflow.methods.aper import Aper
 from zeroflow.methods.base import Learner, ParamGroup
-from zeroflow.methods.ease import Ease
+from zeroflow.methods.ease import Ease, EaseOmni
 from zeroflow.methods.finetune import Finetune
 from zeroflow.methods.zofc import ZOFC
 
@@ -19,6 +19,8 @@ def create_learner(name: str, model, scenario, config) -> Learner:
         cls = METHODS[name]
     except KeyError:
         raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}") from None
+    if cls is Ease and config.ease_variant == "omni":
+        cls = EaseOmni
     return cls(model, scenario, config)
 
 

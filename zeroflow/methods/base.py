@@ -57,8 +57,11 @@ class Learner(nn.Module):
 
     ``model`` is a ``zeroflow.models.AdaptedViT`` (frozen pre-trained ViT + adapter sets);
     ``scenario`` the class-incremental task sequence; ``config`` the ``TrialConfig``.
-    Only non-backbone state is checkpointed (``trainable_state``).
+    Only non-backbone state is checkpointed (``trainable_state``) unless ``trains_backbone``.
     """
+
+    #: True when the method trains backbone weights (they are then checkpointed too)
+    trains_backbone = False
 
     def __init__(self, model: nn.Module, scenario, config):
         super().__init__()
@@ -121,8 +124,10 @@ class Learner(nn.Module):
         return sums / counts[:, None]
 
     def trainable_state(self) -> dict:
-        """Everything but the frozen backbone weights (adapters, heads, prototypes, task)."""
-        frozen = {f"model.backbone.{k}" for k, _ in self.model.backbone.named_parameters()} | {
+        """Everything but the frozen backbone weights (adapters, heads, prototypes, task); the
+        backbone's too when the method trains it (``trains_backbone``)."""
+        frozen = set() if self.trains_backbone else {
+            f"model.backbone.{k}" for k, _ in self.model.backbone.named_parameters()} | {
             f"model.backbone.{k}" for k, _ in self.model.backbone.named_buffers()}
         state = {k: v.detach().clone() for k, v in self.state_dict().items() if k not in frozen}
         return {"tensors": state, "task": self.task}

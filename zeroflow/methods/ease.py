@@ -13,6 +13,14 @@ classes' ones, weighted by similarity measured where both exist:
 Inference concatenates the t + 1 subspace features; a class of task i scores
 Σ_j w_ij cos(f_j, P[c, j]) with w_ii = 1 and w_ij = α / t otherwise (α = ``ease_alpha``, 0.1):
 its own subspace counts fully, the others as a small ensemble.
+
+``ease_variant: omni`` is the variant EASE's official OmniBenchmark file runs (its ``moni_adam``
+switch, ``adapter_num`` 1): one adapter set and proxy head trained on task 0 only, the
+pre-trained features kept beside it, no subspace completion, and a plain cosine classifier on
+[pre-trained ‖ adapter] class means. The official classifier also sees the later, untrained
+adapters' features, but with zero prototype weights there; they only scale each sample's logits
+by one positive factor, so predictions are those of the cosine over [pre-trained ‖ adapter]:
+the same model as APER-adapter's, which ``EaseOmni`` reuses.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from zeroflow.methods.aper import Aper
 from zeroflow.methods.base import CosineHead, Learner, ParamGroup
 
 
@@ -103,3 +112,7 @@ class Ease(Learner):
             super().load_trainable_state(state)
         finally:
             self.head = head
+
+
+class EaseOmni(Aper):
+    """EASE's OmniBenchmark variant (``ease_variant: omni``; see the module docstring)."""

@@ -1,7 +1,14 @@
-"""Finetune: one adapter set and a growing linear head trained on every task in turn.
+"""Finetune: the forgetting baseline, a growing linear head trained on every task in turn.
 
-The forgetting baseline: nothing protects old classes; the head predicts over all seen classes
-and each task's cross-entropy only sees its own classes' samples.
+``finetune_scope`` picks what trains beside the head:
+
+- ``adapter`` (default): one adapter set; cross-entropy over every seen class's logits.
+- ``full``: every backbone weight, no adapter (LAMDA-PILOT's finetune baseline): cross-entropy
+  over all logits on task 0, then over the current task's logits only (labels shifted to the
+  task's first class), so old classes' logits get no gradient from the loss. With a forward-pass
+  optimizer this trains the whole backbone in the memory of inference.
+
+Nothing protects old classes; the head predicts over all seen classes.
 """
 
 from __future__ import annotations
@@ -43,20 +50,30 @@ class Finetune(Learner):
     def __init__(self, model, scenario, config):
         super().__init__(model, scenario, config)
         self.head = GrowingLinear(model.embed_dim)
+        self.full = config.finetune_scope == "full"
+        self.trains_backbone = self.full
+        self.adapter = None if self.full else 0  # the adapter set features run (None: none)
 
     def before_task(self, task: int) -> None:
         super().before_task(task)
-        if task == 0:
+        if task == 0 and not self.full:
             self.model.add_adapter_set(self.config.adapter_bottleneck)
         self.head.grow(self.seen(task), self.generator(task, 1))
 
     def param_groups(self) -> list[ParamGroup]:
+        if self.full:
+            return [ParamGroup("backbone+head", list(self.model.backbone.parameters())
+                               + list(self.head.parameters()))]
         params = list(self.model.adapter_sets[0].parameters()) + list(self.head.parameters())
         return [ParamGroup("adapter+head", params)]
 
     def loss(self, x, y):
-        return F.cross_entropy(self.head(self.model.features(x, 0)), y)
+        logits = self.head(self.model.features(x, self.adapter))
+        if self.full and self.task > 0:
+            known = self.scenario.task_classes(self.task).start
+            return F.cross_entropy(logits[:, known:], y - known)
+        return F.cross_entropy(logits, y)
 
     @torch.no_grad()
     def predict(self, x):
-        return self.head(self.model.features(x, 0))
+        return self.head(self.model.features(x, self.adapter))

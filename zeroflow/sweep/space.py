@@ -13,6 +13,10 @@ every trial config included, before anything starts or is written::
     resources: {cpu: 1, gpu: 0}                                # per trial
     run: {max_failures: 2, max_concurrent: 2, num_samples: 1}
 
+An override's ``when`` names grid keys and base keys (e.g. ``{method: aper, dataset: cub}``
+with ``method`` fixed in base), and must match at least one grid point: a misspelt value is an
+error, not a rule that silently never applies.
+
 ``run.num_samples`` doubles as seeds: without a ``sample`` section (and no ``seed`` in the grid)
 every grid point runs with seeds base.seed, base.seed + 1, ...; with one, Ray draws
 ``num_samples`` configurations per grid point.
@@ -198,7 +202,7 @@ def load_space(path: str | os.PathLike, name: str | None = None) -> Space:
     if overlap:
         _fail(path, f"key(s) {', '.join(overlap)} appear in more than one of base/grid/sample")
     sample = {key: _check_sampler(path, key, spec) for key, spec in sample.items()}
-    overrides = _check_overrides(path, raw.get("overrides") or [], grid, sample)
+    overrides = _check_overrides(path, raw.get("overrides") or [], grid, sample, base)
     resources = {"cpu": 1.0, "gpu": 0.0, **(raw.get("resources") or {})}
     bad = sorted(set(resources) - set(RESOURCE_KEYS))
     if bad:
@@ -221,6 +225,10 @@ def load_space(path: str | os.PathLike, name: str | None = None) -> Space:
             "_", "").isalnum():
         _fail(path, f"name {space_name!r} must be letters, digits, '-' or '_'")
     space = Space(space_name, base, grids, sample, resources, run, overrides, text)
+    for i, (when, _) in enumerate(overrides):
+        if not any(_matches(when, {**base, **point}) for point in space.points()):
+            where = ", ".join(f"{k}: {v}" for k, v in when.items())
+            _fail(path, f"overrides[{i}].when {{{where}}} matches no grid point; check its values")
     space.configs = _expand(path, space)
     return space
 
@@ -256,7 +264,7 @@ def _check_sampler(path, key: str, spec) -> dict[str, list]:
     return {kind: args}
 
 
-def _check_overrides(path, rules, grid, sample) -> list[tuple[dict, dict]]:
+def _check_overrides(path, rules, grid, sample, base) -> list[tuple[dict, dict]]:
     if not isinstance(rules, list):
         _fail(path, "'overrides' must be a list of {when: {...}, set: {...}}")
     out = []
@@ -264,10 +272,10 @@ def _check_overrides(path, rules, grid, sample) -> list[tuple[dict, dict]]:
         if not isinstance(rule, dict) or set(rule) != {"when", "set"} or not all(
                 isinstance(rule[k], dict) and rule[k] for k in ("when", "set")):
             _fail(path, f"overrides[{i}] must be {{when: {{key: value}}, set: {{key: value}}}}")
-        bad = sorted(set(rule["when"]) - set(grid))
+        bad = sorted(set(rule["when"]) - set(grid) - set(base))
         if bad:
             _fail(path, f"overrides[{i}].when may only name grid keys ({', '.join(grid) or 'none'}"
-                  f"), not {', '.join(bad)}")
+                  f") or base keys ({', '.join(base) or 'none'}), not {', '.join(bad)}")
         try:
             check_keys(rule["set"], where=f"overrides[{i}].set")
         except ConfigError as err:
