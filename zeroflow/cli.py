@@ -149,7 +149,11 @@ def _print_summary(results, space) -> int:
     print(f"sweep {space.name}: {len(results)} trials, {results.num_errors} errored")
     if len(table):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    print(f"\nbrowse every run: zeroflow ui   (MLflow store: {default_tracking_uri()})")
+    uri = default_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        print(f"\nbrowse every run: open {uri} (the MLflow server)")
+    else:
+        print(f"\nbrowse every run: zeroflow ui   (MLflow store: {uri})")
     return 1 if results.num_errors else 0
 
 
