@@ -116,6 +116,8 @@ def _add_sweep_commands(sub) -> None:
     sweep.add_argument("--name", help="sweep name (default: the space's name)")
     sweep.add_argument("--storage", help="where Ray keeps the sweep (default ./zeroflow_runs)")
     sweep.add_argument("--address", help="Ray cluster: auto or HOST:PORT (default: local)")
+    sweep.add_argument("--verbose", action="store_true",
+                       help="Ray Tune's own result boxes and trial logs instead of status lines")
     sweep.set_defaults(func=cmd_sweep)
 
     resume = sub.add_parser("resume", help="finish an interrupted sweep: zeroflow resume NAME")
@@ -133,6 +135,8 @@ def _add_sweep_commands(sub) -> None:
     report.add_argument("--out", default="report", help="output folder (default: report/)")
     report.add_argument("--rows", help="pivot: comma-separated config keys for the rows")
     report.add_argument("--cols", help="pivot: comma-separated config keys for the columns")
+    report.add_argument("--include-stopped", action="store_true",
+                        help="also trials a scheduler stopped early (left out by default)")
     report.set_defaults(func=cmd_report)
 
     ui = sub.add_parser("ui", help="the MLflow UI over this project's runs")
@@ -150,6 +154,7 @@ def _print_summary(results, space) -> int:
     if len(table):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     uri = default_tracking_uri()
+    _print_best(results, space, uri)
     if uri.startswith(("http://", "https://")):
         print(f"\nbrowse every run: open {uri} (the MLflow server)")
     else:
@@ -157,11 +162,38 @@ def _print_summary(results, space) -> int:
     return 1 if results.num_errors else 0
 
 
+def _print_best(results, space, uri: str) -> None:
+    """The best complete trial's setting and its MLflow run (to carry into another space)."""
+    from zeroflow.sweep import best_trial
+    from zeroflow.sweep.space import trial_config
+
+    best, metric = best_trial(results, space)
+    if best is None:
+        return
+    run = ""
+    try:
+        from mlflow import MlflowClient
+
+        from zeroflow.tracking import TAG_TRIAL
+
+        found = MlflowClient(uri).search_runs(
+            [e.experiment_id for e in MlflowClient(uri).search_experiments()
+             if e.name == space.name],
+            filter_string=f"tags.`{TAG_TRIAL}` = '{best.metrics.get('trial_id')}'")
+        run = f"  (MLflow run {found[0].info.run_id})" if found else ""
+    except Exception:  # noqa: BLE001 - the pointer is a convenience, the table is the result
+        pass
+    config = trial_config(best.config)
+    setting = ", ".join(f"{k}={config[k]}" for k in space.varying if k in config) or "-"
+    print(f"\nbest {metric} {best.metrics[metric]:.2f}: {setting}{run}")
+
+
 def cmd_sweep(args) -> int:
     from zeroflow.sweep import run_sweep
 
     results, space = run_sweep(args.space, name=args.name, storage=args.storage,
-                               address=args.address)
+                               address=args.address, verbose=1 if args.verbose else 0,
+                               progress=not args.verbose)
     return _print_summary(results, space)
 
 
@@ -176,7 +208,8 @@ def cmd_report(args) -> int:
     from zeroflow.report import build_report, write_report
 
     split = lambda text: [k.strip() for k in text.split(",") if k.strip()] if text else None  # noqa: E731
-    report = build_report(args.experiments, rows=split(args.rows), cols=split(args.cols))
+    report = build_report(args.experiments, rows=split(args.rows), cols=split(args.cols),
+                          include_stopped=args.include_stopped)
     print(report.text())
     written = write_report(report, args.out, args.formats or ["md", "html"])
     print(f"\nwrote {len(written)} files to {args.out}/: {', '.join(p.name for p in written)}")

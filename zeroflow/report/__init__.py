@@ -49,8 +49,9 @@ class Report:
 
 
 def build_report(experiments: list[str] | None = None, tracking_uri: str | None = None,
-                 rows: list[str] | None = None, cols: list[str] | None = None) -> Report:
-    runset = load_runs(experiments, tracking_uri)
+                 rows: list[str] | None = None, cols: list[str] | None = None,
+                 include_stopped: bool = False) -> Report:
+    runset = load_runs(experiments, tracking_uri, include_stopped=include_stopped)
     tables = [table1(runset), table2(runset)]
     tables += [t for t in (enhancement_table(runset, "history"),
                            enhancement_table(runset, "sparsity")) if t is not None]

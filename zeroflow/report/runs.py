@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroflow.errors import ReportError
-from zeroflow.tracking import TAG_MEMORY, TAG_ROLE, default_tracking_uri
+from zeroflow.tracking import TAG_MEMORY, TAG_ROLE, TAG_STOPPED, default_tracking_uri
 
 FINISHED = "FINISHED"
 MEMORY_LABELS = {"cuda_max_allocated": "GPU", "cpu_peak_rss": "CPU-RSS"}
@@ -77,8 +77,10 @@ def parse_param(text: Any) -> Any:
     return text
 
 
-def load_runs(experiments: list[str] | None = None, tracking_uri: str | None = None) -> RunSet:
-    """The trial runs of ``experiments`` (default: every experiment holding zeroflow trials)."""
+def load_runs(experiments: list[str] | None = None, tracking_uri: str | None = None,
+              include_stopped: bool = False) -> RunSet:
+    """The trial runs of ``experiments`` (default: every experiment holding zeroflow trials);
+    trials a scheduler stopped early (tag ``zeroflow.stopped_early``) only if asked."""
     import logging
 
     from mlflow.tracking import MlflowClient
@@ -101,6 +103,8 @@ def load_runs(experiments: list[str] | None = None, tracking_uri: str | None = N
         chosen = known
     names = {v: k for k, v in chosen.items()}
     found = search_trials(client, list(chosen.values()))
+    if not include_stopped:
+        found = [r for r in found if TAG_STOPPED not in r.data.tags]
     if not found:
         raise ReportError(f"no zeroflow trial runs in experiment(s) {', '.join(chosen)} of {uri}; "
                           "run `zeroflow sweep SPACE.yaml` or `zeroflow run` first")

@@ -1,13 +1,15 @@
 """A ``tune_spaces`` file → a Ray Tune sweep over ``run_trial``, tracked in MLflow; and resume.
 
 One module per concern: ``space`` (the space-file language), ``trainable`` (the Ray trainable),
-``driver`` (launch, resume, summary). The MLflow callback lives with the rest of the MLflow
-code, in ``zeroflow.tracking.callback``. The names below are the public ones.
+``driver`` (launch, resume, summary), ``search`` (searchers and schedulers), ``progress`` (the
+status lines), ``storage`` (where a sweep lives). The MLflow callback lives with the rest of
+the MLflow code, in ``zeroflow.tracking.callback``. The names below are the public ones.
 """
 
 from zeroflow.sweep.driver import (
     DEFAULT_STORAGE,
     SPACE_COPY,
+    best_trial,
     resume_sweep,
     run_sweep,
     saved_space,
@@ -26,6 +28,7 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["DEFAULT_STORAGE", "FAULT_ENV", "GRID_POINT", "SPACE_COPY", "Space", "load_space",
+__all__ = ["DEFAULT_STORAGE", "FAULT_ENV", "GRID_POINT", "SPACE_COPY", "Space", "best_trial",
+           "load_space",
            "resume_sweep", "run_sweep", "saved_space", "summary_table", "trial_config",
            "trial_name", "zeroflow_trainable"]

@@ -13,6 +13,7 @@ from typing import Any
 
 from zeroflow.config import make_config
 from zeroflow.errors import ConfigError
+from zeroflow.sweep import search
 from zeroflow.sweep import storage as storage_mod
 from zeroflow.sweep.space import GRID_POINT, Space, load_space, trial_config, trial_name
 from zeroflow.sweep.trainable import zeroflow_trainable
@@ -58,7 +59,12 @@ def _init_ray(address: str | None, log_to_driver: bool = True) -> bool:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
         return bool(address)
+    import logging
+
     kwargs: dict[str, Any] = {"log_to_driver": log_to_driver}
+    if not log_to_driver:  # quiet: no "Started a local Ray instance", no Optuna study lines
+        kwargs["logging_level"] = logging.WARNING
+        logging.getLogger("optuna").setLevel(logging.WARNING)
     if address:
         kwargs["address"] = address
     else:
@@ -83,8 +89,11 @@ def _warn_cluster(storage, on_cluster: bool, tracking_uri: str) -> None:
 
 def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
               storage: str | os.PathLike | None = None, address: str | None = None,
-              tracking_uri: str | None = None, verbose: int = 1):
-    """Launch the sweep described by ``space_path``; returns (Ray's ``ResultGrid``, space)."""
+              tracking_uri: str | None = None, verbose: int = 1, progress: bool = False):
+    """Launch the sweep described by ``space_path``; returns (Ray's ``ResultGrid``, space).
+
+    ``verbose``: Ray Tune's own output (0 silent, 1 result boxes, 2 more), and trial workers'
+    logs forwarded when > 0. ``progress``: print ``ProgressLine``'s status lines."""
     from ray import tune
 
     from zeroflow.tracking import default_tracking_uri
@@ -98,13 +107,14 @@ def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
             f"a sweep named {space.name!r} already exists in {storage_path}; continue it with "
             f"'zeroflow resume {space.name}' or pick another --name")
     uri = tracking_uri or default_tracking_uri()
-    _warn_cluster(storage, _init_ray(address), uri)
+    _warn_cluster(storage, _init_ray(address, log_to_driver=verbose > 0), uri)
     _frequent_experiment_state()
     callback = MLflowSweepCallback(space.name, uri, space.varying,
                                    {"space": str(Path(space_path).resolve()),
                                     "grid_keys": ",".join(space.varying),
                                     "trials": space.n_trials},
-                                   space.text)
+                                   space.text, stopper=space.scheduler and search.describe(
+                                       space.scheduler))
     storage_mod.write_text(storage_mod.join(experiment, SPACE_COPY), space.text)
     trainable = tune.with_resources(zeroflow_trainable, TrialResources(space.resources))
     tuner = tune.Tuner(
@@ -112,7 +122,11 @@ def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
         param_space=space.param_space(),
         tune_config=tune.TuneConfig(
             num_samples=space.num_samples,
-            max_concurrent_trials=space.run["max_concurrent"],
+            max_concurrent_trials=None if space.searched else space.run["max_concurrent"],
+            search_alg=search.search_algorithm(space.search, space.run["max_concurrent"]),
+            scheduler=search.trial_scheduler(space.scheduler),
+            **dict(zip(("metric", "mode"), search.objective(space.search, space.scheduler)
+                       or ())),
             trial_name_creator=lambda t: trial_name(t.config, space.varying),
             trial_dirname_creator=lambda t: f"{t.trial_id}",
         ),
@@ -120,17 +134,39 @@ def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
             name=space.name,
             storage_path=storage_path,
             failure_config=tune.FailureConfig(max_failures=space.run["max_failures"]),
-            callbacks=[callback],
+            callbacks=[callback] + _progress(space, progress),
             verbose=verbose,
         ),
     )
     return tuner.fit(), space
 
 
+def _progress(space: Space, on: bool) -> list:
+    if not on:
+        return []
+    from zeroflow.sweep.progress import ProgressLine
+
+    metric, mode = search.objective(space.search, space.scheduler) or ("avg_accuracy", "max")
+    return [ProgressLine(space.n_trials, space.varying, metric, mode)]
+
+
+def best_trial(results, space: Space):
+    """The best trial that ran every task (by the space's metric, default avg accuracy): a
+    trial stopped early has an average over fewer tasks, which is not comparable."""
+    metric, mode = search.objective(space.search, space.scheduler) or ("avg_accuracy", "max")
+    complete = [r for r in results if r.metrics and metric in r.metrics and int(
+        r.metrics.get("task", -1)) == int(r.metrics.get("n_tasks", 0)) - 1]
+    if not complete:
+        return None, metric
+    pick = max if mode == "max" else min
+    return pick(complete, key=lambda r: r.metrics[metric]), metric
+
+
 def resume_sweep(name_or_path: str, *, storage: str | os.PathLike | None = None,
-                 address: str | None = None):
-    """Finish an interrupted sweep: finished trials are kept, the others continue.
-    Returns (``ResultGrid``, space)."""
+                 address: str | None = None, verbose: int = 1):
+    """Finish an interrupted sweep: finished trials are kept, the others continue. Ray restores
+    the launch's callbacks (tracking, progress lines), searcher and scheduler with it;
+    ``verbose`` > 0 forwards trial workers' logs. Returns (``ResultGrid``, space)."""
     from ray import tune
 
     if storage_mod.is_uri(name_or_path) or Path(name_or_path).expanduser().is_dir():
@@ -143,7 +179,7 @@ def resume_sweep(name_or_path: str, *, storage: str | os.PathLike | None = None,
     space = saved_space(path)  # fails fast, before Ray starts
     from zeroflow.tracking import default_tracking_uri
 
-    _warn_cluster(path, _init_ray(address), default_tracking_uri())
+    _warn_cluster(path, _init_ray(address, log_to_driver=verbose > 0), default_tracking_uri())
     _frequent_experiment_state()
     tuner = tune.Tuner.restore(path, trainable=tune.with_resources(
         zeroflow_trainable, TrialResources(space.resources)), resume_errored=True)
@@ -180,9 +216,14 @@ def summary_table(results, varying: list[str] | None = None):
                      ("forward_passes", "forward_passes"), ("peak_memory_mb", "peak_mb")):
         if src in df:
             cols[dst] = df[src]
+    if {"task", "n_tasks"} <= set(df) and (df["task"] < df["n_tasks"] - 1).any():
+        # some trials stopped early: their avg covers fewer tasks
+        cols["tasks"] = [f"{int(t) + 1}/{int(n)}" for t, n in zip(df["task"], df["n_tasks"])]
     import pandas as pd
 
     table = pd.DataFrame(cols)
-    if "avg" in table:
-        table = table.sort_values("avg", ascending=False)
+    if "avg" in table:  # complete trials first: a stopped trial's avg covers fewer tasks
+        done = (df["task"] == df["n_tasks"] - 1) if {"task", "n_tasks"} <= set(df) else True
+        table = table.assign(_done=done).sort_values(["_done", "avg"], ascending=False).drop(
+            columns="_done")
     return table.reset_index(drop=True)

@@ -34,11 +34,16 @@ import yaml
 
 from zeroflow.config import TrialConfig, check_keys, make_config
 from zeroflow.errors import ConfigError
+from zeroflow.sweep.search import check_scheduler, check_search
 
-SPACE_KEYS = ("name", "description", "base", "grid", "sample", "overrides", "resources", "run")
+SPACE_KEYS = ("name", "description", "base", "grid", "sample", "overrides", "search", "scheduler",
+              "resources", "run")
 RUN_KEYS = {"max_failures": 0, "max_concurrent": 1, "num_samples": 1}
 RESOURCE_KEYS = ("cpu", "gpu")
 GRID_POINT = "grid_point"  # param-space key holding a point of united grids
+# param-space constant holding the override rules when a searcher (not the grid) picks points:
+# searchers cannot resolve ``tune.sample_from``, so ``trial_config`` applies the rules instead
+OVERRIDES = "zeroflow_overrides"
 SAMPLERS = {"loguniform": 2, "uniform": 2, "randint": 2, "choice": None}
 
 
@@ -57,6 +62,13 @@ class Space:
     overrides: list[tuple[dict, dict]] = field(default_factory=list)
     text: str = ""
     configs: list[TrialConfig] = field(default_factory=list)
+    search: dict[str, Any] | None = None  # zeroflow.sweep.search.check_search
+    scheduler: dict[str, Any] | None = None
+
+    @property
+    def searched(self) -> bool:
+        """A searcher (random, optuna) picks the trials, not the grid."""
+        return self.search is not None and self.search["algorithm"] != "grid"
 
     @property
     def grid_keys(self) -> list[str]:
@@ -64,7 +76,7 @@ class Space:
 
     @property
     def seeds_from_samples(self) -> bool:
-        return not self.sample and "seed" not in self.grid_keys
+        return not self.searched and not self.sample and "seed" not in self.grid_keys
 
     def points(self) -> list[dict[str, Any]]:
         """Every grid point (the union over the grids, first occurrence kept)."""
@@ -80,6 +92,8 @@ class Space:
     def param_space(self) -> dict[str, Any]:
         from ray import tune
 
+        if self.searched:
+            return self._searched_space()
         space: dict[str, Any] = dict(self.base)
         seeds = None
         if self.seeds_from_samples:
@@ -96,14 +110,34 @@ class Space:
             if seeds is not None:
                 points = [{**p, "seed": seed} for p in points for seed in seeds]
             space[GRID_POINT] = tune.grid_search(points)
-        for key, spec in self.sample.items():
-            (kind, args), = spec.items()
-            space[key] = {"loguniform": tune.loguniform, "uniform": tune.uniform,
-                          "randint": tune.randint}[kind](*args) if kind != "choice" else (
-                tune.choice(list(args)))
+        space.update(self._samplers())
         for key in {k for _, settings in self.overrides for k in settings}:
             default = self.base.get(key, TrialConfig.__dataclass_fields__[key].default)
             space[key] = tune.sample_from(_OverrideValue(key, self.overrides, default))
+        return space
+
+    def _samplers(self) -> dict[str, Any]:
+        from ray import tune
+
+        out = {}
+        for key, spec in self.sample.items():
+            (kind, args), = spec.items()
+            out[key] = {"loguniform": tune.loguniform, "uniform": tune.uniform,
+                        "randint": tune.randint}[kind](*args) if kind != "choice" else (
+                tune.choice(list(args)))
+        return out
+
+    def _searched_space(self) -> dict[str, Any]:
+        """For a searcher: grid keys become categorical choices, samplers stay distributions,
+        and the override rules travel as a constant that ``trial_config`` applies."""
+        from ray import tune
+
+        space: dict[str, Any] = dict(self.base)
+        for key, values in self.grids[0].items():
+            space[key] = tune.choice(list(values))
+        space.update(self._samplers())
+        if self.overrides:
+            space[OVERRIDES] = [[dict(when), dict(settings)] for when, settings in self.overrides]
         return space
 
     def apply_overrides(self, point: dict[str, Any]) -> dict[str, Any]:
@@ -120,6 +154,8 @@ class Space:
 
     @property
     def n_trials(self) -> int:
+        if self.searched:
+            return self.run["num_samples"]
         return len(self.points()) * self.run["num_samples"]
 
     @property
@@ -131,9 +167,14 @@ class Space:
 
 
 def trial_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A Ray trial config as trial keys (the united grids' point merged in)."""
+    """A Ray trial config as trial keys (the united grids' point merged in, and the override
+    rules applied where a searcher picked the point)."""
     out = dict(config)
     out.update(out.pop(GRID_POINT, None) or {})
+    rules = out.pop(OVERRIDES, None) or []
+    for when, settings in rules:
+        if _matches(when, out):
+            out.update(settings)
     return out
 
 
@@ -224,7 +265,14 @@ def load_space(path: str | os.PathLike, name: str | None = None) -> Space:
     if not isinstance(space_name, str) or not space_name.replace("-", "").replace(
             "_", "").isalnum():
         _fail(path, f"name {space_name!r} must be letters, digits, '-' or '_'")
-    space = Space(space_name, base, grids, sample, resources, run, overrides, text)
+    fail = lambda msg: _fail(path, msg)  # noqa: E731
+    search = check_search(raw.get("search"), fail)
+    scheduler = check_scheduler(raw.get("scheduler"), fail)
+    if search and search["algorithm"] != "grid" and len(grids) > 1:
+        _fail(path, f"search.algorithm={search['algorithm']} needs one grid (its keys become "
+              f"choices); united grids run with algorithm: grid")
+    space = Space(space_name, base, grids, sample, resources, run, overrides, text,
+                  search=search, scheduler=scheduler)
     for i, (when, _) in enumerate(overrides):
         if not any(_matches(when, {**base, **point}) for point in space.points()):
             where = ", ".join(f"{k}: {v}" for k, v in when.items())

@@ -30,6 +30,8 @@ TAG_MEMORY = "zeroflow.memory_label"
 # where a sweep trial ran (its latest task): Ray's node id and that node's IP address
 TAG_NODE_ID = "zeroflow.node_id"
 TAG_NODE_IP = "zeroflow.node_ip"
+# set on a trial a scheduler stopped early (ASHA, median stopping): why, and after which task
+TAG_STOPPED = "zeroflow.stopped_early"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 
@@ -252,6 +254,13 @@ class SweepTracker:
                 self.client.log_artifact(run_id, str(png))
         self.log_text(run_id, yaml.safe_dump(config, sort_keys=True), "config.yaml")
         self.client.set_terminated(run_id, status=status)
+
+    def stop_trial(self, run_id: str, config: dict[str, Any], reason: str) -> None:
+        """End a run a scheduler stopped early: KILLED (never FINISHED) with the reason as a
+        tag; no final avg/last/forgetting, which would describe only the tasks it reached."""
+        self.client.set_tag(run_id, TAG_STOPPED, reason)
+        self.log_text(run_id, yaml.safe_dump(config, sort_keys=True), "config.yaml")
+        self.client.set_terminated(run_id, status="KILLED")
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:

@@ -30,8 +30,9 @@ class MLflowSweepCallback(_tune_callback_base()):
     """
 
     def __init__(self, sweep: str, tracking_uri: str, varying: list[str], space: dict,
-                 space_text: str = "", sweep_id: str | None = None):
+                 space_text: str = "", sweep_id: str | None = None, stopper: str | None = None):
         self.sweep, self.uri, self.varying = sweep, tracking_uri, varying
+        self.stopper = stopper  # who may stop trials early (a scheduler), None if nobody
         self.space, self.space_text = space, space_text
         self.sweep_id = sweep_id or uuid.uuid4().hex
         self._tracker = None
@@ -87,7 +88,17 @@ class MLflowSweepCallback(_tune_callback_base()):
                                   status)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._guard("trial end", self._finish, trial, "FINISHED")
+        if self.stopper and not _complete(trial):
+            self._guard("trial stop", self._stop, trial)
+        else:
+            self._guard("trial end", self._finish, trial, "FINISHED")
+
+    def _stop(self, trial) -> None:
+        last = trial.last_result or {}
+        done, n = int(last.get("task", -1)) + 1, int(last.get("n_tasks", 0))
+        reason = f"stopped by {self.stopper} after {done} of {n} tasks"
+        self.tracker.stop_trial(self._run(trial), make_config(trial_config(trial.config)).to_dict(),
+                                reason)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._guard("trial error", self._finish, trial, "FAILED")
@@ -101,14 +112,18 @@ class MLflowSweepCallback(_tune_callback_base()):
         FINISHED; then the sweep's run ends accordingly."""
         statuses = []
         for trial in trials:
-            last = trial.last_result or {}
-            complete = trial.status == "TERMINATED" and "n_tasks" in last and int(
-                last.get("task", -1)) == int(last["n_tasks"]) - 1
+            complete = trial.status == "TERMINATED" and _complete(trial)
+            stopped = trial.status == "TERMINATED" and self.stopper and not complete
             status = "FAILED" if trial.status == "ERROR" else (
-                "FINISHED" if complete else "KILLED")
+                "FINISHED" if complete or stopped else "KILLED")
             statuses.append(status)
             run_id = self._run(trial)
             if self.tracker.run_status(run_id) != "RUNNING":
+                continue
+            if stopped:
+                for result in _checkpoint_results(trial):
+                    self._log(trial, result)
+                self._stop(trial)
                 continue
             if status == "KILLED":
                 self.tracker.client.set_terminated(run_id, status="KILLED")
@@ -119,6 +134,12 @@ class MLflowSweepCallback(_tune_callback_base()):
         overall = ("FAILED" if "FAILED" in statuses else
                    "KILLED" if "KILLED" in statuses else "FINISHED")
         self.tracker.finish_sweep(overall)
+
+
+def _complete(trial) -> bool:
+    """Whether the trial reported its last task."""
+    last = trial.last_result or {}
+    return "n_tasks" in last and int(last.get("task", -1)) == int(last["n_tasks"]) - 1
 
 
 def _checkpoint_results(trial) -> list[dict]:
