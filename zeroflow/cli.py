@@ -58,11 +58,15 @@ def cmd_run(args) -> int:
         from zeroflow.tracking import RunTracker
 
         tracker = RunTracker(config.to_dict(), RunTracker.key_for(args.checkpoint_dir))
+    from zeroflow.progress import TaskBar
+
+    bar = TaskBar()
     try:
         result = run_trial(config, tracker.report if tracker else None,
-                           checkpoint_dir=args.checkpoint_dir,
-                           log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                           checkpoint_dir=args.checkpoint_dir, log=bar.log, on_step=bar.step)
+        bar.close()
     except BaseException as err:
+        bar.close()
         if tracker:
             _finish_quietly(tracker, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise

@@ -35,6 +35,19 @@ _DATA_STREAM, _AUG_STREAM, _OPT_STREAM, _DROPOUT_STREAM = 0xDA7A, 0xA06, 0x0971,
 
 
 @dataclass
+class StepEvent:
+    """One training step, for progress displays: where it is and the batch's loss."""
+
+    task: int
+    n_tasks: int
+    epoch: int
+    epochs: int
+    step: int  # within the epoch
+    steps_per_epoch: int
+    loss: float
+
+
+@dataclass
 class TaskReport:
     """What the loop reports after each task (``metrics`` are flat name → number).
 
@@ -226,13 +239,15 @@ def run_trial(
     resume_from: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
     on_epoch: Callable[[int, int], None] | None = None,
+    on_step: Callable[[StepEvent], None] | None = None,
 ) -> TrialResult:
     """Train and evaluate one trial; returns the accuracy matrix and summary metrics.
 
     checkpoint_dir: where a checkpoint is written after every task (and resumed from, if one is
         already there). resume_from: a checkpoint directory to start from instead.
     reporter: called after every task with a ``TaskReport``. log: progress lines.
-    on_epoch: called with (task, epoch) before each epoch trains.
+    on_epoch: called with (task, epoch) before each epoch trains. on_step: called with a
+        ``StepEvent`` after each training step (a progress bar; it must not touch the model).
     """
     config = make_config(config)
     log = log or (lambda _msg: None)
@@ -318,6 +333,9 @@ def run_trial(
                             )
                     loss_sum += loss_value
                     n_steps += 1
+                    if on_step is not None:
+                        on_step(StepEvent(t, n_tasks, epoch, epochs, b, len(chunks),
+                                          loss_value))
                 for stepper in steppers:
                     stepper.epoch_end()
                 counters["steps"] += n_steps
