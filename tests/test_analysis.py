@@ -169,3 +169,80 @@ def test_trajectories_cli_writes_csv_and_figures_and_paths_reach_task_2(tmp_path
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["trajectories", "--optimizers", "zo-nope", "--out", str(out)]) == 2
     assert "unknown optimizer 'zo-nope'" in capsys.readouterr().err
+
+
+def test_spearman_equals_scipy_with_ties():
+    from scipy.stats import spearmanr
+
+    from zeroflow.report.tables import spearman
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        n = int(rng.integers(3, 12))
+        x, y = rng.integers(0, 4, n).astype(float), rng.normal(size=n)
+        if len(set(x)) == 1:
+            continue
+        assert spearman(list(x), list(y)) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+    assert math.isnan(spearman([1.0, 2.0], [2.0, 1.0]))
+
+
+def test_report_draws_old_new_losses_and_tabulates_sharpness_against_forgetting(tmp_path):
+    """Runs written by the project's tracker (no training): the table's sharpness is the mean
+    of the logged values, forgetting follows PILOT's definition, rho is scipy's."""
+    from scipy.stats import spearmanr
+
+    from zeroflow.report import build_report, write_report
+    from zeroflow.report.figures import old_new_losses
+    from zeroflow.tracking import SweepTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = SweepTracker("insight", uri, sweep_id="i1")
+    rng = np.random.default_rng(11)
+    truth = {}
+    ends = [4, 8, 12]  # cumulative steps after each of 3 tasks; probes every 2 steps
+    for name in ["fo-sgd", "zo-sgd", "zo-adam", "zo-sgd-sign", "forward-grad"]:
+        config = make_config({"optimizer": name, "track_task_losses": 2, "sharpness": True,
+                              "init_cls": 4, "increment": 3}).to_dict()
+        run_id = tracker.trial_run(name, name, config)
+        a = np.full((3, 3), np.nan)
+        sharp = rng.uniform(0.0, 0.1, 3)
+        losses = {}
+        for t in range(3):
+            a[t, : t + 1] = rng.uniform(30, 100, t + 1).round(2)
+            series = {}
+            for j in range(t + 1):
+                points = [[s, float(rng.uniform(0.1, 3))] for s in range(2, 13, 2)
+                          if ends[t] - 4 < s <= ends[t]]
+                series[f"task_loss_{j}"] = points
+                losses.setdefault(j, {}).update(dict(points))
+            metrics = {"accuracy": float(rng.uniform(30, 100)), "steps": float(ends[t]),
+                       "sharpness": float(sharp[t]),
+                       **{f"accuracy_task_{j}": float(a[t, j]) for j in range(t + 1)}}
+            tracker.log_task(run_id, t, metrics, "cpu_peak_rss", series)
+        tracker.finish_trial(run_id, config, 3, name)
+        fgt = np.mean([a[j:, j].max() - a[2, j] for j in range(2)])
+        truth[name] = (float(sharp.mean()), float(fgt), losses)
+    report = build_report(tracking_uri=uri)
+    table = next(t for t in report.tables if t.name == "sharpness_forgetting")
+    data = table.data.set_index("optimizer")
+    assert len(data) == 5
+    for name, (sharp, fgt, _) in truth.items():
+        assert data.loc[name, "sharpness_mean"] == pytest.approx(sharp, rel=1e-9)
+        assert data.loc[name, "forgetting"] == pytest.approx(fgt, abs=1e-6)
+    rho = spearmanr([v[0] for v in truth.values()], [v[1] for v in truth.values()]).statistic
+    assert f"ρ = {rho:+.2f} over 5 run(s)" in table.remarks[0]
+
+    run = next(r for r in report.runset.runs if r.config["optimizer"] == "zo-adam")
+    steps, new, old = old_new_losses(run)
+    losses = truth["zo-adam"][2]
+    assert steps == [2, 4, 6, 8, 10, 12]
+    for s, n, o in zip(steps, new, old):
+        task = 0 if s <= 4 else (1 if s <= 8 else 2)
+        assert n == pytest.approx(losses[task][s])
+        if task == 0:
+            assert math.isnan(o)
+        else:
+            assert o == pytest.approx(np.mean([losses[j][s] for j in range(task)]))
+    written = write_report(report, tmp_path / "out", ["md"])
+    assert tmp_path / "out" / "task_losses.png" in written
+    assert (tmp_path / "out" / "sharpness_forgetting.md").read_text().count("\n|") >= 6
