@@ -124,9 +124,12 @@ def test_top_hessian_eigenvalue_within_one_percent():
         v = torch.cat([a, b])
         return 0.5 * v @ h @ v + v.sum()
 
-    top = hessian_top_eigenvalue(loss, [a, b], torch.Generator().manual_seed(6), iterations=200)
+    unused = torch.zeros(4, dtype=torch.float64)  # e.g. EASE's proxy head under prediction
+    top = hessian_top_eigenvalue(loss, [a, unused, b], torch.Generator().manual_seed(6),
+                                 iterations=200)
     assert top == pytest.approx(6.0, rel=0.01)
     assert not a.requires_grad and a.grad is None  # flags left as they were
+    assert not unused.requires_grad
 
 
 def test_trajectories_cli_writes_csv_and_figures_and_paths_reach_task_2(tmp_path, capsys):

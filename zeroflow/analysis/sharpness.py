@@ -78,9 +78,15 @@ def hessian_top_eigenvalue(loss_fn: Callable[[], torch.Tensor], params: Sequence
             p.requires_grad_(True)
         with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]):
             loss = loss_fn()
-            grads = torch.autograd.grad(loss, list(params), create_graph=True)
+            grads = torch.autograd.grad(loss, list(params), create_graph=True, allow_unused=True)
+            # a tensor the loss does not use (EASE's proxy head under prediction) has a zero
+            # Hessian block: leave it out
+            used = [(p, g) for p, g in zip(params, grads) if g is not None]
+            if not used:
+                return 0.0
+            live, grads = [p for p, _ in used], [g for _, g in used]
             v = [torch.randn(p.shape, generator=generator, dtype=torch.float32)
-                 .to(device=p.device, dtype=p.dtype) for p in params]
+                 .to(device=p.device, dtype=p.dtype) for p in live]
             eig = 0.0
             for i in range(iterations):
                 norm = math.sqrt(sum(float((t * t).sum()) for t in v))
@@ -88,7 +94,8 @@ def hessian_top_eigenvalue(loss_fn: Callable[[], torch.Tensor], params: Sequence
                     return 0.0
                 v = [t / norm for t in v]
                 dot = sum((g * t).sum() for g, t in zip(grads, v))
-                hv = torch.autograd.grad(dot, list(params), retain_graph=True)
+                hv = torch.autograd.grad(dot, live, retain_graph=True, allow_unused=True)
+                hv = [torch.zeros_like(p) if h is None else h for p, h in zip(live, hv)]
                 new = float(sum((h * t).sum() for h, t in zip(hv, v)))
                 done = i > 0 and abs(new - eig) <= tol * abs(new)
                 eig, v = new, [h.detach() for h in hv]
