@@ -59,7 +59,8 @@ def test_four_trial_sweep_logs_parent_and_children(ray_session, tmp_path, capsys
     path = space_file(tmp_path, "four", {"optimizer": ["fo-sgd", "zo-sgd"],
                                          "method": ["ease", "zofc"]},
                       sample={"momentum": {"uniform": [0.5, 0.8]}},
-                      overrides=[{"when": {"optimizer": "zo-sgd"}, "set": {"mu": 0.004}}])
+                      overrides=[{"when": {"optimizer": "zo-sgd"},
+                                  "set": {"mu": 0.004, "track_task_losses": 3}}])
     results, space = run_sweep(path, storage=tmp_path / "runs", tracking_uri=uri, verbose=0)
     assert results.num_errors == 0 and len(results) == 4
     client, parents, children = runs_of(uri, "four")
@@ -94,6 +95,13 @@ def test_four_trial_sweep_logs_parent_and_children(ray_session, tmp_path, capsys
             assert steps[-1] == 2, key
         assert [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")] == [0, 1, 2]
         assert {"avg", "last", "forgetting"} <= set(metrics)
+        # step-level probes reach MLflow through Ray and the driver's callback: 4 steps per
+        # task (2 epochs x 2 batches), a probe every 3rd global step, task j probed from its start
+        for j in range(3):
+            steps = [m.step for m in client.get_metric_history(run.info.run_id,
+                                                               f"task_loss_{j}")]
+            probed = params["optimizer"] == "zo-sgd"
+            assert steps == ([s for s in (3, 6, 9, 12) if s > 4 * j] if probed else []), j
         assert metrics["last"] == metrics["accuracy"]
         arts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert arts == {"accuracy_matrix.csv", "accuracy_curve.png", "config.yaml"}

@@ -1,4 +1,4 @@
-"""``zeroflow run | sweep | resume | report | ui``: thin parsing over the modules that work.
+"""``zeroflow run | sweep | resume | report | ui | trajectories``: thin parsing over modules.
 
 Every project error is printed as one line (``error: ...``) with exit status 2, no traceback.
 """
@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=cmd_run)
 
     _add_sweep_commands(sub)
+    _add_trajectories_command(sub)
 
     args = parser.parse_args(argv)
     try:
@@ -146,6 +147,29 @@ def _add_sweep_commands(sub) -> None:
     ui = sub.add_parser("ui", help="the MLflow UI over this project's runs")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=cmd_ui)
+
+
+def _add_trajectories_command(sub) -> None:
+    from zeroflow.analysis.trajectories import DEFAULT_Q, DEFAULT_STEPS
+
+    traj = sub.add_parser("trajectories", help="the two-task 2-D toy with every optimizer: "
+                          "CSV and contour plots")
+    traj.add_argument("--optimizers", nargs="+", metavar="NAME",
+                      help="optimizers to run (default: every registered one)")
+    traj.add_argument("--q", nargs="+", type=int, default=list(DEFAULT_Q),
+                      help=f"query budgets of the ZO runs (default: {DEFAULT_Q})")
+    traj.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                      help=f"steps per task (default: {DEFAULT_STEPS})")
+    traj.add_argument("--out", default="trajectories", help="output folder")
+    traj.set_defaults(func=cmd_trajectories)
+
+
+def cmd_trajectories(args) -> int:
+    from zeroflow.analysis.trajectories import write_trajectories
+
+    written = write_trajectories(args.out, args.optimizers, args.q, args.steps)
+    print(f"wrote {len(written)} files to {args.out}/: {', '.join(p.name for p in written)}")
+    return 0
 
 
 def _print_summary(results, space) -> int:

@@ -89,11 +89,17 @@ class TrialConfig:
     query_workers: int = field(default=0, metadata=_range(0))
     worker_cpus: float = field(default=1.0, metadata=_range(0.0, lo_open=True))
     worker_gpus: float = field(default=0.0, metadata=_range(0.0))
+    # insight analyses (zeroflow.analysis); none changes what training computes
+    track_task_losses: int = field(default=0, metadata=_range(0))  # probe every N steps; 0 off
+    sharpness: bool = False  # perturbation sharpness after each task
+    sharpness_hessian: bool = False  # and the top Hessian eigenvalue (needs sharpness)
 
     def __post_init__(self):
         for f in fields(self):
             setattr(self, f.name, _coerce(f, getattr(self, f.name)))
             _check(f, getattr(self, f.name))
+        if self.sharpness_hessian and not self.sharpness:
+            raise ConfigError("sharpness_hessian=true needs sharpness=true; set both")
         if self.device != "auto" and not _valid_device(self.device):
             raise ConfigError(f"device={self.device!r} is not valid; use {DEVICES_HELP}")
         default_init, default_inc = DATASET_SPLITS[self.dataset]

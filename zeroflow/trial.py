@@ -60,6 +60,8 @@ class TaskReport:
     checkpoint_dir: str | None
     start_task: int = 0
     memory_label: str = "cpu_peak_rss"  # what peak_memory_mb measures (PeakMemory.label)
+    # metrics logged within the task at global training steps: name → [[step, value], ...]
+    series: dict[str, list[list[float]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,6 +72,7 @@ class TrialResult:
     history: list[dict[str, float]] = field(default_factory=list)
     memory_label: str = "cpu_peak_rss"
     query_stats: dict | None = None  # the query pool's traffic (``PoolStats``), if one ran
+    series: list[dict] = field(default_factory=list)  # each task's TaskReport.series
 
 
 @dataclass(frozen=True)
@@ -257,8 +260,15 @@ def run_trial(
     n_tasks = scenario.n_tasks
     matrix = AccuracyMatrix(n_tasks)
     memory = PeakMemory(device)
-    counters = {"forward_passes": 0, "steps": 0, "train_seconds": 0.0}
+    counters = {"forward_passes": 0, "steps": 0, "train_seconds": 0.0,
+                "probe_forward_passes": 0}
     history: list[dict[str, float]] = []
+    series_history: list[dict] = []
+    probes = None
+    if config.track_task_losses or config.sharpness:
+        from zeroflow.analysis.probes import TaskProbes
+
+        probes = TaskProbes(scenario, config.seed, device)
     task_of_label = torch.tensor(
         [t for t in range(n_tasks) for _ in scenario.task_classes(t)], device=device)
 
@@ -274,6 +284,7 @@ def run_trial(
         matrix.load_state_dict(ckpt["matrix"])
         counters.update(ckpt["counters"])
         history = list(ckpt["history"])
+        series_history = list(ckpt.get("series", [{} for _ in history]))
         start = ckpt["task"] + 1
         log(f"resumed after task {ckpt['task'] + 1}/{n_tasks} from {source}")
 
@@ -284,7 +295,7 @@ def run_trial(
         pool = QueryPool(config, log=log)
     try:
         for t in range(start, n_tasks):
-            task_watch, task_steps = Stopwatch(), 0
+            task_watch, task_steps, series = Stopwatch(), 0, {}
             learner.before_task(t)
             learner.to(device)
             epochs = learner.epochs(t)
@@ -333,6 +344,10 @@ def run_trial(
                             )
                     loss_sum += loss_value
                     n_steps += 1
+                    step = counters["steps"] + n_steps
+                    if config.track_task_losses and step % config.track_task_losses == 0:
+                        for j, value in probes.losses(learner, t + 1).items():
+                            series.setdefault(f"task_loss_{j}", []).append([step, value])
                     if on_step is not None:
                         on_step(StepEvent(t, n_tasks, epoch, epochs, b, len(chunks),
                                           loss_value))
@@ -360,6 +375,18 @@ def run_trial(
                 eval_set, range(len(eval_set)), config.eval_batch_size, device, config.num_workers))
             per_task, seen = evaluate(learner, scenario, t, task_of_label, config, device)
             matrix.record(t, per_task, seen)
+            analysis = {}
+            if config.sharpness:
+                from zeroflow.analysis import sharpness
+
+                analysis, passes = sharpness.measure(
+                    learner, [p for s in steppers for p in s.group.params],
+                    probes.seen_batches(t + 1), config.seed, t, config.sharpness_hessian)
+                probes.forward_passes += passes
+            if probes is not None:  # counted apart from training's forward passes
+                counters["probe_forward_passes"] += probes.forward_passes
+                probes.forward_passes = 0
+                analysis["probe_forward_passes"] = float(counters["probe_forward_passes"])
             metrics = {
                 "accuracy": seen, "avg_accuracy": matrix.avg(), "forgetting": matrix.forgetting(),
                 **{f"accuracy_task_{j}": a for j, a in enumerate(per_task)},
@@ -369,8 +396,10 @@ def run_trial(
                 "steps": float(counters["steps"]),
                 "time_task_s": task_watch.seconds, "train_time_task_s": train_seconds,
                 "time_per_step_s": train_seconds / task_steps if task_steps else 0.0,
+                **analysis,
             }
             history.append(metrics)
+            series_history.append(series)
             log(f"task {t + 1}/{n_tasks} done: accuracy {seen:.2f}% on {scenario.classes_seen(t)} "
                 f"classes, forgetting {matrix.forgetting():.2f}")
             written = None
@@ -380,17 +409,18 @@ def run_trial(
                     "learner": learner.trainable_state(),
                     "optimizers": [s.state_dict() for s in steppers],
                     "matrix": matrix.state_dict(), "counters": dict(counters), "history": history,
+                    "series": series_history,
                 })
                 written = str(checkpoint_dir)
             if reporter is not None:
-                reporter(TaskReport(t, n_tasks, metrics, written, start, memory.label))
+                reporter(TaskReport(t, n_tasks, metrics, written, start, memory.label, series))
     finally:
         if pool is not None:
             pool.close()
 
     summary = summarize(matrix, counters, memory)
     stats = dataclasses.asdict(pool.stats) if pool is not None else None
-    return TrialResult(config, matrix, summary, history, memory.label, stats)
+    return TrialResult(config, matrix, summary, history, memory.label, stats, series_history)
 
 
 def summarize(matrix: AccuracyMatrix, counters: dict, memory: PeakMemory) -> dict[str, float]:
@@ -428,7 +458,8 @@ def evaluate(learner, scenario, t: int, task_of_label, config, device):
 
 # keys that may differ when a trial resumes: where and how fast it runs, not what it computes
 _FREE_ON_RESUME = ("device", "num_workers", "eval_batch_size", "data_root", "download",
-                   "query_workers", "worker_cpus", "worker_gpus")
+                   "query_workers", "worker_cpus", "worker_gpus", "track_task_losses", "sharpness",
+                   "sharpness_hessian")
 
 
 def _check_resumable(ckpt: dict, config: TrialConfig) -> None:

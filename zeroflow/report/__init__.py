@@ -8,7 +8,9 @@ published values (no Ray needed).
   pivot of any swept keys; mean ± sample std over seeds; missing cells as ``–`` with a note.
 - ``published``: the paper's Tables 1–4 as package data, matched on dataset, method, optimizer, q.
 - ``render``: terminal text, Markdown, CSV, LaTeX, HTML (one self-contained file).
-- ``figures``: accuracy against q (Figure 5), per task, against memory and against time.
+- ``figures``: accuracy against q (Figure 5), per task, against memory and against time; old- vs
+  new-task probe losses along training where runs logged them (``track_task_losses``).
+- The sharpness-vs-forgetting table (with Spearman's ρ) where runs logged ``sharpness``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from zeroflow.errors import ReportError
 from zeroflow.report import render
 from zeroflow.report.figures import make_figures
 from zeroflow.report.runs import RunSet, load_runs
-from zeroflow.report.tables import Table, enhancement_table, pivot, table1, table2
+from zeroflow.report.tables import Table, enhancement_table, pivot, sharpness_table, table1, table2
 
 FORMATS = ("md", "csv", "latex", "html")
 _SUFFIX = {"md": ".md", "csv": ".csv", "latex": ".tex"}
@@ -54,7 +56,8 @@ def build_report(experiments: list[str] | None = None, tracking_uri: str | None 
     runset = load_runs(experiments, tracking_uri, include_stopped=include_stopped)
     tables = [table1(runset), table2(runset)]
     tables += [t for t in (enhancement_table(runset, "history"),
-                           enhancement_table(runset, "sparsity")) if t is not None]
+                           enhancement_table(runset, "sparsity"), sharpness_table(runset))
+               if t is not None]
     if rows or cols:
         rows = list(rows or ["method", "optimizer"])
         cols = list(cols or [])

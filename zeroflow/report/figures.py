@@ -1,6 +1,7 @@
 """The report's PNG figures (matplotlib, Agg): accuracy against the query budget q (the paper's
 Figure 5), accuracy after each task per optimizer, and accuracy against peak memory and against
-training time. Points are means over the finished seeds of a setting; error bars are the sample
+training time, and (where runs logged ``track_task_losses``) the old- vs new-task probe losses
+along training. Points are means over the finished seeds of a setting; error bars are the sample
 standard deviation where several seeds ran."""
 
 from __future__ import annotations
@@ -195,11 +196,58 @@ def accuracy_against(runs: list[Run], key: str, xlabel: str, path: Path,
     return _save(fig, path), caption
 
 
+def old_new_losses(run: Run) -> tuple[list[int], list[float], list[float]]:
+    """(steps, new, old) of a run's probes: at each probed step, the loss of the task being
+    trained (new) and the mean loss of the earlier tasks (old; NaN during the first task)."""
+    steps, new, old = [], [], []
+    for step in sorted({s for series in run.task_losses.values() for s in series}):
+        task = next((t for t, end in enumerate(run.task_ends) if step <= end), None)
+        if task is None or step not in run.task_losses.get(task, {}):
+            continue
+        earlier = [run.task_losses[j][step] for j in range(task)
+                   if step in run.task_losses.get(j, {})]
+        steps.append(step)
+        new.append(run.task_losses[task][step])
+        old.append(float(np.mean(earlier)) if earlier else math.nan)
+    return steps, new, old
+
+
+def task_losses(runs: list[Run], path: Path) -> tuple[Path, str]:
+    """One panel per setting (seeds averaged at common steps): ZeroFlow's Figure 8."""
+    lines = _lines(runs, ())
+    varying = _varying(lines) | {"optimizer"}
+    settings = sorted(lines, key=lambda st: (_panel_order((tuple(
+        dict(st).get(k) for k in ("dataset", "method")), None)), _sort_key(st)))
+    fig, axes = _panels(len(settings), 4.2, 3.0)
+    for ax, setting in zip(axes, settings):
+        curves = [old_new_losses(r) for r in lines[setting]]
+        common = sorted(set.intersection(*[set(c[0]) for c in curves]))
+        at = [dict(zip(c[0], zip(c[1], c[2]))) for c in curves]
+        new = [float(np.mean([a[s][0] for a in at])) for s in common]
+        old = [float(np.mean([a[s][1] for a in at])) for s in common]
+        ax.plot(common, new, color="tab:orange", linewidth=1.1, label="new task")
+        ax.plot(common, old, color="tab:blue", linewidth=1.1, label="old tasks (mean)")
+        for end in lines[setting][0].task_ends[:-1]:
+            ax.axvline(end + 0.5, color="grey", linestyle=":", linewidth=0.8)
+        config = dict(setting)
+        ax.set_title(f"{config.get('dataset')} / {config.get('method')}: "
+                     f"{_label(setting, varying)}", fontsize=8)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("probe loss (cross-entropy)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    return _save(fig, path), ("Probe loss of the task being trained (new) and mean probe loss of "
+                              "the earlier tasks (old) along training, per setting (mean over "
+                              "seeds); dotted lines: task boundaries")
+
+
 def make_figures(runs: list[Run], out: Path) -> list[tuple[Path, str]]:
     """Write the PNGs into ``out``; returns (path, caption) for each (none without results)."""
     finished = [r for r in runs if r.finished]
     if not finished:
         return []
+    probed = [r for r in finished if r.task_losses]
+    extra = [task_losses(probed, out / "task_losses.png")] if probed else []
     return [
         accuracy_vs_q(finished, out / "fig5_accuracy_vs_q.png"),
         accuracy_per_task(finished, out / "accuracy_per_task.png"),
@@ -210,4 +258,5 @@ def make_figures(runs: list[Run], out: Path) -> list[tuple[Path, str]]:
                          out / "accuracy_vs_time.png",
                          "Avg accuracy against training time (colour: optimizer, marker: "
                          "method)"),
+        *extra,
     ]

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from zeroflow.errors import ReportError
 from zeroflow.tracking import TAG_MEMORY, TAG_ROLE, TAG_STOPPED, default_tracking_uri
 
@@ -37,6 +39,11 @@ class Run:
     metrics: dict[str, float] = field(default_factory=dict)
     curve: list[float] = field(default_factory=list)  # accuracy after each task
     memory_label: str | None = None  # PeakMemory.label as logged, None if not logged
+    # insight analyses, where logged: task_loss_<j> → {global step: loss}; the cumulative
+    # training steps after each task (task boundaries); sharpness after each task
+    task_losses: dict[int, dict[int, float]] = field(default_factory=dict)
+    task_ends: list[int] = field(default_factory=list)
+    sharpness: list[float] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -162,14 +169,22 @@ def _add_history(client, run: Run) -> None:
 
     train_seconds: the sum of ``train_time_task_s`` over the tasks that trained (steps > 0);
     time_per_epoch_s: that sum / (epochs × tasks that trained); time_per_step_s: that sum / steps;
-    forward_passes_per_step: forward passes / steps; memory_gb: peak_memory_mb / 1024.
+    forward_passes_per_step: forward passes / steps; memory_gb: peak_memory_mb / 1024;
+    sharpness_mean: the mean over tasks of ``sharpness`` (where logged).
     """
+    probed = [k for k in run.metrics if k.startswith("task_loss_") and k[10:].isdigit()]
+    keys = _HISTORIES + tuple(probed) + (("sharpness",) if "sharpness" in run.metrics else ())
     hist = {key: {m.step: m.value for m in sorted(client.get_metric_history(run.run_id, key),
                                                     key=lambda m: m.timestamp)}
-            for key in _HISTORIES}
+            for key in keys}
     acc = hist["accuracy"]
     run.curve = [acc[t] for t in sorted(acc)]
     steps = hist["steps"]
+    run.task_ends = [int(steps[t]) for t in sorted(steps)]
+    run.task_losses = {int(k[10:]): hist[k] for k in probed}
+    if "sharpness" in hist:
+        run.sharpness = [hist["sharpness"][t] for t in sorted(hist["sharpness"])]
+        run.metrics["sharpness_mean"] = float(np.mean(run.sharpness))
     trained, before = [], 0.0
     for t in sorted(steps):
         if steps[t] > before:

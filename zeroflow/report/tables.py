@@ -304,3 +304,45 @@ def superseded_remarks(runset: RunSet) -> list[str]:
     more = f"; and {len(runset.superseded) - 10} more" if len(runset.superseded) > 10 else ""
     return [f"{len(runset.superseded)} duplicate run(s) of a setting (same full config, seed "
             f"included) not counted; the latest FINISHED one counts: {names}{more}."]
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation: Pearson's r of the ranks (ties share their mean rank);
+    NaN with fewer than 3 pairs or a constant side."""
+    if len(x) != len(y) or len(x) < 3:
+        return math.nan
+    rx = pd.Series(x, dtype=float).rank().to_numpy()
+    ry = pd.Series(y, dtype=float).rank().to_numpy()
+    if rx.std() == 0 or ry.std() == 0:
+        return math.nan
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def sharpness_table(runset: RunSet) -> Table | None:
+    """Sharpness against forgetting, one row per finished run that logged ``sharpness``
+    (mean over its tasks), with Spearman's ρ over those runs; None if no run logged it."""
+    runs = [r for r in runset.runs if r.finished and "sharpness_mean" in r.metrics
+            and math.isfinite(r.metrics.get("forgetting", math.nan))]
+    if not runs:
+        return None
+    others = sorted({k for r in runs for k in r.config} - {"seed"})
+    keys = [k for k in others if len({r.config.get(k) for r in runs}) > 1] or ["optimizer"]
+    keys.append("seed")
+    runs.sort(key=lambda r: tuple(rank(k, r.config.get(k)) for k in keys))
+    x = [r.metrics["sharpness_mean"] for r in runs]
+    y = [r.metrics["forgetting"] for r in runs]
+    rho = spearman(x, y)
+    rows = [[fmt_value(r.config.get(k)) for k in keys] + [f"{a:.4g}", f"{b:.2f}"]
+            for r, a, b in zip(runs, x, y)]
+    data = pd.DataFrame([{**{k: r.config.get(k) for k in keys}, "run": r.name,
+                          "sharpness_mean": a, "forgetting": b} for r, a, b in zip(runs, x, y)])
+    rho_text = "undefined (fewer than 3 runs or a constant column)" if math.isnan(rho) else (
+        f"{rho:+.2f}")
+    caption = ("Sharpness (mean loss increase under Gaussian perturbations of the trained "
+               "tensors at relative radius 0.01, on the seen tasks' probe batches, mean over "
+               "tasks) against forgetting (%) after the final task, one row per run.")
+    remarks = [f"Spearman rank correlation of sharpness and forgetting: ρ = {rho_text} over "
+               f"{len(runs)} run(s)."]
+    return Table("sharpness_forgetting", "Sharpness against forgetting", caption,
+                 [("", len(keys)), ("", 2)], keys + ["sharpness", "Fgt"], rows, [], remarks,
+                 data)

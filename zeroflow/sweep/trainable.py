@@ -7,6 +7,7 @@ that makes a trial die once, to exercise that retry.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -39,6 +40,7 @@ def zeroflow_trainable(config: dict) -> None:
     import ray
     from ray import tune
 
+    from zeroflow.tracking import SERIES_KEY
     from zeroflow.trial import CHECKPOINT_FILE, run_trial
 
     where = {"node_id": ray.get_runtime_context().get_node_id(),
@@ -54,10 +56,11 @@ def zeroflow_trainable(config: dict) -> None:
         snapshot = tempfile.mkdtemp(prefix="zf_ckpt_")
         try:
             shutil.copy(Path(rep.checkpoint_dir) / CHECKPOINT_FILE, snapshot)
-            tune.report({**rep.metrics, "task": rep.task, "n_tasks": rep.n_tasks,
-                         "start_task": rep.start_task, "memory_label": rep.memory_label,
-                         **where},
-                        checkpoint=tune.Checkpoint.from_directory(snapshot))
+            result = {**rep.metrics, "task": rep.task, "n_tasks": rep.n_tasks,
+                      "start_task": rep.start_task, "memory_label": rep.memory_label, **where}
+            if rep.series:  # step-level metrics travel as JSON text; the driver logs them
+                result[SERIES_KEY] = json.dumps(rep.series)
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(snapshot))
         finally:  # tune.report has persisted the checkpoint by the time it returns
             shutil.rmtree(snapshot, ignore_errors=True)
 

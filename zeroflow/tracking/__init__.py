@@ -35,10 +35,13 @@ TAG_STOPPED = "zeroflow.stopped_early"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 
-# Per-task metrics a trial reports (plus accuracy_task_<j>); nothing else is logged.
+# Per-task metrics a trial reports (plus accuracy_task_<j> and sharpness*); nothing else is
+# logged per task. Step-level series (task_loss_<j> at global training steps) come apart.
 TASK_METRICS = ("accuracy", "avg_accuracy", "forgetting", "peak_memory_mb", "forward_passes",
                 "forward_passes_task", "steps", "time_task_s", "train_time_task_s",
-                "time_per_step_s")
+                "time_per_step_s", "probe_forward_passes", "hessian_top_eig")
+_TASK_PREFIXES = ("accuracy_task_", "sharpness")
+SERIES_KEY = "series"  # a reported result's step-level series, as JSON text
 
 
 def default_tracking_uri(launch_dir: str | os.PathLike | None = None) -> str:
@@ -62,10 +65,22 @@ def task_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The per-task metrics in a reported result (drops Ray's bookkeeping: pid, time, config)."""
     out = {}
     for key, value in result.items():
-        if (key in TASK_METRICS or key.startswith("accuracy_task_")) and isinstance(
+        if (key in TASK_METRICS or key.startswith(_TASK_PREFIXES)) and isinstance(
                 value, (int, float)) and not isinstance(value, bool):
             out[key] = float(value)
     return out
+
+
+def series_points(series: dict | str | None) -> list[tuple[str, int, float]]:
+    """(name, step, value) of a task's step-level series (a dict, or its JSON text)."""
+    if not series:
+        return []
+    if isinstance(series, str):
+        import json
+
+        series = json.loads(series)
+    return [(name, int(step), float(value)) for name, points in series.items()
+            for step, value in points]
 
 
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -205,9 +220,10 @@ class SweepTracker:
             self.client.log_batch(run_id, params=items[i : i + 100])
 
     def log_task(self, run_id: str, task: int, metrics: dict[str, float],
-                 tags: dict[str, str] | None = None) -> bool:
+                 tags: dict[str, str] | None = None, series: dict | str | None = None) -> bool:
         """Log one task's metrics at ``step = task`` with ``tags`` (what the peak memory
-        measured, where the task ran); a task already logged is skipped."""
+        measured, where the task ran), and its step-level ``series`` (``TaskReport.series``)
+        at their global training steps; a task already logged is skipped."""
         from mlflow.entities import Metric, RunTag
 
         if task <= self._logged_steps.get(run_id, -1):
@@ -216,8 +232,11 @@ class SweepTracker:
 
         now = int(time.time() * 1000)
         batch = [Metric(k, v, now, task) for k, v in metrics.items() if math.isfinite(v)]
-        self.client.log_batch(run_id, metrics=batch, tags=[
-            RunTag(k, str(v)) for k, v in (tags or {}).items() if v])
+        batch += [Metric(k, v, now, step) for k, step, v in series_points(series)
+                  if math.isfinite(v)]
+        tags = [RunTag(k, str(v)) for k, v in (tags or {}).items() if v]
+        for i in range(0, max(len(batch), 1), 1000):  # MLflow takes 1000 metrics per batch
+            self.client.log_batch(run_id, metrics=batch[i : i + 1000], tags=tags if not i else [])
         self._logged_steps[run_id] = task
         return True
 
@@ -234,7 +253,7 @@ class SweepTracker:
         from mlflow.entities import Metric
 
         history = self.history(run_id)
-        logged = max((step for steps in history.values() for step in steps), default=-1)
+        logged = max(history.get("accuracy", {}), default=-1)  # step = task for this one
         matrix = matrix_from_history(history, max(n_tasks, logged + 1))
         if matrix.done:
             import time
@@ -302,7 +321,7 @@ class RunTracker:
     def report(self, report) -> None:
         self.n_tasks = report.n_tasks
         self.tracker.log_task(self.run_id, report.task, task_metrics(report.metrics),
-                              {TAG_MEMORY: report.memory_label})
+                              {TAG_MEMORY: report.memory_label}, report.series)
 
     def finish(self, status: str) -> None:
         self.tracker.finish_trial(self.run_id, self.config, max(self.n_tasks, 1),

@@ -72,13 +72,20 @@ class MLflowSweepCallback(_tune_callback_base()):
         self._guard("result", self._log, trial, result)
 
     def _log(self, trial, result) -> None:
-        from zeroflow.tracking import TAG_MEMORY, TAG_NODE_ID, TAG_NODE_IP, task_metrics
+        from zeroflow.tracking import (
+            SERIES_KEY,
+            TAG_MEMORY,
+            TAG_NODE_ID,
+            TAG_NODE_IP,
+            task_metrics,
+        )
 
         if "task" in result:
             self.tracker.log_task(self._run(trial), int(result["task"]), task_metrics(result),
                                   {TAG_MEMORY: result.get("memory_label"),
                                    TAG_NODE_ID: result.get("node_id"),
-                                   TAG_NODE_IP: result.get("node_ip")})
+                                   TAG_NODE_IP: result.get("node_ip")},
+                                  result.get(SERIES_KEY))
 
     def _finish(self, trial, status: str) -> None:
         config = make_config(trial_config(trial.config))
@@ -153,4 +160,6 @@ def _checkpoint_results(trial) -> list[dict]:
         if not (Path(directory) / CHECKPOINT_FILE).exists():
             return []
         payload = load_checkpoint(directory)
-    return [{**metrics, "task": t} for t, metrics in enumerate(payload["history"])]
+    series = payload.get("series") or [{} for _ in payload["history"]]
+    return [{**metrics, "task": t, "series": s}
+            for t, (metrics, s) in enumerate(zip(payload["history"], series))]
