@@ -137,6 +137,10 @@ def test_optuna_asha_sweep_stops_trials_early_and_resumes_after_a_killed_driver(
         steps = [m.step for m in mlflow.MlflowClient(uri).get_metric_history(
             run.info.run_id, "accuracy")]
         assert steps == [0, 1, 2, 3, 4]
+        # its trainable tensors, as an artifact (logged live or by the resume's catch-up)
+        names = [a.path for a in mlflow.MlflowClient(uri).list_artifacts(
+            run.info.run_id, "checkpoint")]
+        assert names == ["checkpoint/trial.pt"]
     # lr really came from the searcher: every trial has its own
     assert len({r.data.params["lr"] for r in trials}) == N_TRIALS
 

@@ -58,21 +58,36 @@ def cmd_run(args) -> int:
         from zeroflow.tracking import RunTracker
 
         tracker = RunTracker(config.to_dict(), RunTracker.key_for(args.checkpoint_dir))
+    import tempfile
+
     from zeroflow.progress import TaskBar
 
     bar = TaskBar()
+    # a tracked run keeps its final checkpoint as an artifact: without --checkpoint-dir, the
+    # per-task checkpoints go to a temporary folder for that
+    scratch = tempfile.TemporaryDirectory(prefix="zf_run_") if tracker and not (
+        args.checkpoint_dir) else None
+    checkpoint_dir = args.checkpoint_dir or (scratch.name if scratch else None)
     try:
         result = run_trial(config, tracker.report if tracker else None,
-                           checkpoint_dir=args.checkpoint_dir, log=bar.log, on_step=bar.step)
+                           checkpoint_dir=checkpoint_dir, resume_from=args.resume_from,
+                           log=bar.log, on_step=bar.step)
         bar.close()
+        if tracker:
+            tracker.n_tasks = result.matrix.n_tasks
+            try:
+                tracker.tracker.log_checkpoint(tracker.run_id, checkpoint_dir)
+            except Exception as err:  # noqa: BLE001 - the result stands without the artifact
+                print(f"warning: could not log the checkpoint artifact: {err}", file=sys.stderr)
+            tracker.finish("FINISHED")
     except BaseException as err:
         bar.close()
         if tracker:
             _finish_quietly(tracker, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
-    if tracker:
-        tracker.n_tasks = result.matrix.n_tasks
-        tracker.finish("FINISHED")
+    finally:
+        if scratch:
+            scratch.cleanup()
     print(format_result(result))
     if tracker:
         print(f"MLflow run {tracker.run_id} in experiment {tracker.tracker.sweep!r}: zeroflow ui")
@@ -96,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="an optional YAML config file, then key=value overrides")
     run.add_argument("--checkpoint-dir", default=None,
                      help="write a checkpoint after every task here, and resume from it")
+    run.add_argument("--resume-from", default=None, metavar="DIR",
+                     help="start from the checkpoint in DIR (e.g. a run's downloaded "
+                          "'checkpoint' artifact)")
     run.add_argument("--no-track", dest="track", action="store_false",
                      help="do not record the run in MLflow")
     run.set_defaults(func=cmd_run)

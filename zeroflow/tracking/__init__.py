@@ -274,6 +274,17 @@ class SweepTracker:
         self.log_text(run_id, yaml.safe_dump(config, sort_keys=True), "config.yaml")
         self.client.set_terminated(run_id, status=status)
 
+    def log_checkpoint(self, run_id: str, directory: str | os.PathLike) -> None:
+        """The trial's final checkpoint (its trainable tensors: adapters, heads, prototypes,
+        with the config and accuracy history) as artifact ``checkpoint/``: download the folder
+        and pass it to ``zeroflow run --resume-from``, or ``torch.load(..., weights_only=True)``
+        it in a script (key ``learner``)."""
+        from zeroflow.trial import CHECKPOINT_FILE
+
+        path = Path(directory) / CHECKPOINT_FILE
+        if path.exists():
+            self.client.log_artifact(run_id, str(path), artifact_path="checkpoint")
+
     def stop_trial(self, run_id: str, config: dict[str, Any], reason: str) -> None:
         """End a run a scheduler stopped early: KILLED (never FINISHED) with the reason as a
         tag; no final avg/last/forgetting, which would describe only the tasks it reached."""

@@ -98,7 +98,14 @@ class MLflowSweepCallback(_tune_callback_base()):
         if self.stopper and not _complete(trial):
             self._guard("trial stop", self._stop, trial)
         else:
+            self._guard("trial checkpoint", self._log_checkpoint, trial)
             self._guard("trial end", self._finish, trial, "FINISHED")
+
+    def _log_checkpoint(self, trial) -> None:
+        checkpoint = getattr(trial, "checkpoint", None)
+        if checkpoint is not None:
+            with checkpoint.as_directory() as directory:
+                self.tracker.log_checkpoint(self._run(trial), directory)
 
     def _stop(self, trial) -> None:
         last = trial.last_result or {}
@@ -137,6 +144,8 @@ class MLflowSweepCallback(_tune_callback_base()):
                 continue
             for result in _checkpoint_results(trial):
                 self._log(trial, result)
+            if status == "FINISHED":
+                self._log_checkpoint(trial)
             self._finish(trial, status)
         overall = ("FAILED" if "FAILED" in statuses else
                    "KILLED" if "KILLED" in statuses else "FINISHED")

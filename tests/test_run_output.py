@@ -1,0 +1,67 @@
+"""``zeroflow run`` as a person sees it: a progress bar per task in a terminal (a real
+pseudo-terminal here), plain lines without one; and the run's final trainable tensors kept as
+an MLflow artifact that ``--resume-from`` and ``torch.load(weights_only=True)`` accept."""
+
+import os
+import pty
+import subprocess
+import sys
+
+import mlflow
+import torch
+
+from zeroflow.cli import main
+
+ARGS = ["dataset=digits", "method=ease", "optimizer=zo-sgd", "init_cls=4", "increment=3",
+        "epochs=2", "limit_batches=3", "batch_size=16", "samples_per_class=20"]
+
+
+def _run_in(tty: bool) -> str:
+    cmd = [sys.executable, "-m", "zeroflow.cli", "run", *ARGS, "--no-track"]
+    if not tty:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300).stderr
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cmd, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=300) == 0, out.decode()[-2000:]
+    return out.decode()
+
+
+def test_run_shows_a_bar_per_task_in_a_terminal_and_plain_lines_otherwise():
+    terminal = _run_in(tty=True)
+    for t in (1, 2, 3):  # 3 tasks: 4 + 3 + 3 classes
+        assert f"task {t}/3: 100%" in terminal  # each task's bar ran to its end
+    assert "step/s" in terminal or "s/step" in terminal
+    assert "loss " in terminal and "epoch 2/2" in terminal
+
+    plain = _run_in(tty=False)
+    assert "\r" not in plain and "%|" not in plain
+    lines = plain.splitlines()
+    assert sum(ln.startswith("task ") and " epoch " in ln for ln in lines) == 6  # 3 tasks × 2
+
+
+def test_run_keeps_its_final_checkpoint_as_an_artifact_that_resumes(capsys, tmp_path):
+    assert main(["run", *ARGS]) == 0
+    out = capsys.readouterr().out
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("zeroflow-run").experiment_id])
+    assert run.info.run_id in out
+    folder = client.download_artifacts(run.info.run_id, "checkpoint", str(tmp_path))
+    payload = torch.load(os.path.join(folder, "trial.pt"), weights_only=True)
+    assert payload["task"] == 2 and payload["learner"]  # the last task's trainable tensors
+    # resuming from it has nothing left to train and reports the same numbers
+    assert main(["run", *ARGS, "--resume-from", folder, "--no-track"]) == 0
+    again = capsys.readouterr().out
+    for line in out.splitlines():
+        if line.startswith(("avg accuracy", "last accuracy", "forgetting")):
+            assert line in again
