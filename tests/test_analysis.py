@@ -196,7 +196,7 @@ def test_report_draws_old_new_losses_and_tabulates_sharpness_against_forgetting(
 
     from zeroflow.report import build_report, write_report
     from zeroflow.report.figures import old_new_losses
-    from zeroflow.tracking import SweepTracker
+    from zeroflow.tracking import TAG_MEMORY, SweepTracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = SweepTracker("insight", uri, sweep_id="i1")
@@ -221,7 +221,7 @@ def test_report_draws_old_new_losses_and_tabulates_sharpness_against_forgetting(
             metrics = {"accuracy": float(rng.uniform(30, 100)), "steps": float(ends[t]),
                        "sharpness": float(sharp[t]),
                        **{f"accuracy_task_{j}": float(a[t, j]) for j in range(t + 1)}}
-            tracker.log_task(run_id, t, metrics, "cpu_peak_rss", series)
+            tracker.log_task(run_id, t, metrics, {TAG_MEMORY: "cpu_peak_rss"}, series)
         tracker.finish_trial(run_id, config, 3, name)
         fgt = np.mean([a[j:, j].max() - a[2, j] for j in range(2)])
         truth[name] = (float(sharp.mean()), float(fgt), losses)

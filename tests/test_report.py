@@ -49,7 +49,7 @@ def log_run(tracker, trial_id, config, tasks, status="FINISHED", label="cpu_peak
             upto=None):
     run_id = tracker.trial_run(trial_id, trial_id, config)
     for t, metrics in enumerate(tasks[: upto or len(tasks)]):
-        tracker.log_task(run_id, t, metrics, label)
+        tracker.log_task(run_id, t, metrics, {TAG_MEMORY: label})
     tracker.finish_trial(run_id, config, N_TASKS, trial_id, status)
     time.sleep(0.01)  # distinct end times: "the latest FINISHED run" is well defined
     return run_id
