@@ -180,7 +180,7 @@ def test_shipped_spaces_resolve_every_method_and_dataset_to_its_cited_recipe():
             seen.add((path.stem, c.method, c.dataset))
     assert {(m, d) for s, m, d in seen if s == "table1"} == set(SOURCES)
     assert {s for s, _, _ in seen} == {"table1", "table2_efficiency", "query_budget",
-                                       "enhancements"}
+                                       "enhancements", "tune_lr"}
 
 
 def test_override_rules_match_base_keys_and_refuse_rules_that_match_nothing(tmp_path):
