@@ -107,6 +107,8 @@ def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
             f"a sweep named {space.name!r} already exists in {storage_path}; continue it with "
             f"'zeroflow resume {space.name}' or pick another --name")
     uri = tracking_uri or default_tracking_uri()
+    if verbose == 0:  # Tune's legacy reporter prints nothing at 0 (the new one, a header box)
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     _warn_cluster(storage, _init_ray(address, log_to_driver=verbose > 0), uri)
     _frequent_experiment_state()
     callback = MLflowSweepCallback(space.name, uri, space.varying,

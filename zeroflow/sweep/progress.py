@@ -4,9 +4,10 @@ boxes (``zeroflow sweep --verbose`` brings those back).
     [  2:13] 10/36 done · 2 running · 0 failed · 1 stopped early · best avg 91.95
              (method=ease optimizer=fo-sgd) · ~4:40 left
 
-A line is printed when a trial ends (done, failed or stopped early), at most one per
-``interval`` seconds, and always for the last one. Time left extrapolates the rate of finished
-tasks over the tasks still to run.
+A line is printed when the trials ended (done, failed or stopped early) pass each twentieth of
+the sweep, when one fails, when ``quiet_for`` seconds passed without a line, and for the last
+one: about twenty lines for any sweep. Time left extrapolates the rate of finished tasks over the
+tasks still to run.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ def _clock(seconds: float) -> str:
 
 class ProgressLine(_tune_callback_base()):
     def __init__(self, n_trials: int, varying: list[str], metric: str = "avg_accuracy",
-                 mode: str = "max", interval: float = 10.0, stream: TextIO | None = None):
+                 mode: str = "max", quiet_for: float = 300.0, stream: TextIO | None = None):
         self.n_trials, self.varying, self.metric, self.mode = n_trials, varying, metric, mode
-        self.interval, self.stream = interval, stream
+        self.quiet_for, self.stream = quiet_for, stream
+        self.every = max(1, -(-n_trials // 20))  # a line per twentieth of the trials
+        self.printed_at = 0  # trials ended at the last line
         self.start = time.monotonic()
         self.last_print = -float("inf")
         self.tasks_done = self.tasks_base = 0
@@ -68,7 +71,7 @@ class ProgressLine(_tune_callback_base()):
                                            else value < self.best[0])
             if better:
                 self.best = (value, trial_name(trial.config, self.varying))
-        self.print_line(trials, ending=trial)
+        self.print_line(trials, force=kind == "failed", ending=trial)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
@@ -88,7 +91,7 @@ class ProgressLine(_tune_callback_base()):
         if self.best:
             short = {"avg_accuracy": "avg", "accuracy": "last"}.get(self.metric, self.metric)
             parts.append(f"best {short} {self.best[0]:.2f} ({self.best[1]})")
-        left = self.time_left(elapsed)
+        left = self.time_left(elapsed) if sum(self.ended.values()) < self.n_trials else None
         if left is not None:
             parts.append(f"~{_clock(left)} left")
         return " · ".join(parts)
@@ -104,8 +107,8 @@ class ProgressLine(_tune_callback_base()):
         return remaining * elapsed / recent
 
     def print_line(self, trials, force: bool = False, ending=None) -> None:
-        now = time.monotonic()
-        if force or sum(self.ended.values()) >= self.n_trials or (
-                now - self.last_print >= self.interval):
+        now, ended = time.monotonic(), sum(self.ended.values())
+        if (force or ended >= self.n_trials or ended // self.every > self.printed_at // self.every
+                or now - self.last_print >= self.quiet_for):
             print(self.line(trials, ending), file=self.stream or sys.stdout, flush=True)
-            self.last_print = now
+            self.last_print, self.printed_at = now, ended
