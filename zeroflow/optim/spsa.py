@@ -15,6 +15,11 @@ With ``exact_restore=False`` (MeZO's way) θ is restored by subtracting mu z aga
 but floating-point rounding leaves θ off by about one ulp per perturbation in fp32, and by far
 more in fp16/bf16, whose 8- or 11-bit mantissas round θ ± mu z to a coarse grid (at mu = 1e-3 a
 bf16 weight above ~0.25 does not move at all). Keep trainable tensors in fp32 for ZO training.
+
+Directions come from their seeds (regenerated for each use: +mu z, -mu z, restore) or, given a
+``DirectionBuffer``, are drawn once per direction and reused (``zeroflow.optim.perturb``); both
+give the same floats. ``leave_last=True`` (the lean step) skips the subtractive restore of the
+last direction and reports it in ``Estimate.unrestored`` for the update to fold in.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from zeroflow.optim.perturb import DirectionSampler, perturb_
+from zeroflow.optim.perturb import DirectionBuffer, DirectionSampler, perturb_
 
 DIFFERENCES = ("central", "forward")
 
@@ -46,6 +51,7 @@ class Estimate:
     loss: float
     f0: float | None = None
     parts: list[float] | None = None
+    unrestored: tuple[int, float] | None = None  # (seed, scale): θ still needs += scale * z
 
     @staticmethod
     def merge(shares: Sequence[Estimate]) -> Estimate:
@@ -84,6 +90,19 @@ class Restorer:
             perturb_(self.params, sampler, seed, -applied_scale)
 
 
+class _SeedDirections:
+    """The regenerating counterpart of ``DirectionBuffer``: each use redraws z from its seed."""
+
+    def __init__(self, params: Sequence[torch.Tensor], sampler: DirectionSampler):
+        self.params, self.sampler, self.seed = params, sampler, 0
+
+    def select(self, direction_seed: int) -> None:
+        self.seed = direction_seed
+
+    def perturb(self, scale: float) -> None:
+        perturb_(self.params, self.sampler, self.seed, scale)
+
+
 def spsa_evaluate(
     closure: Callable[[], torch.Tensor],
     params: Sequence[torch.Tensor],
@@ -92,34 +111,55 @@ def spsa_evaluate(
     mu: float,
     difference: str = "central",
     exact_restore: bool = True,
+    buffer: DirectionBuffer | None = None,
+    coeff: Callable[[float], float] | None = None,
+    leave_last: bool = False,
 ) -> Estimate:
-    """Evaluate the SPSA scalars for the given direction seeds; θ is unchanged on return."""
+    """Evaluate the SPSA scalars for the given direction seeds; θ is unchanged on return
+    (except with ``leave_last``, see the module docstring).
+
+    buffer: draw each direction once into it; with ``coeff`` also accumulate coeff(c_i) z_i.
+    """
     if difference not in DIFFERENCES:
         raise ValueError(f"difference must be one of {DIFFERENCES}, got {difference!r}")
     restorer = Restorer(params, exact_restore)
+    exact = restorer.backup is not None
+    dirs = buffer if buffer is not None else _SeedDirections(params, sampler)
     scalars: list[float] = []
+    unrestored = None
     with torch.no_grad():
-        if difference == "forward":
-            f0 = float(closure())
-            for seed in seeds:
-                perturb_(params, sampler, seed, mu)
-                f_plus = float(closure())
-                restorer.restore(sampler, seed, mu)
-                scalars.append((f_plus - f0) / mu)
-            return Estimate(list(seeds), scalars, f0, f0)
+        f0 = float(closure()) if difference == "forward" else None
         parts: list[float] = []
-        for seed in seeds:
-            perturb_(params, sampler, seed, mu)
+        for i, seed in enumerate(seeds):
+            keep = leave_last and not exact and i == len(seeds) - 1
+            dirs.select(seed)
+            dirs.perturb(mu)
             f_plus = float(closure())
-            if restorer.backup is not None:
-                restorer.restore(sampler, seed, mu)
-                perturb_(params, sampler, seed, -mu)
-                f_minus = float(closure())
-                restorer.restore(sampler, seed, -mu)
+            if difference == "forward":
+                if exact:
+                    restorer.restore(sampler, seed, mu)
+                elif keep:
+                    unrestored = (seed, -mu)
+                else:
+                    dirs.perturb(-mu)
+                scalars.append((f_plus - f0) / mu)
             else:
-                perturb_(params, sampler, seed, -2 * mu)
-                f_minus = float(closure())
-                perturb_(params, sampler, seed, mu)
-            scalars.append((f_plus - f_minus) / (2 * mu))
-            parts.append(0.5 * (f_plus + f_minus))
-    return Estimate(list(seeds), scalars, _mean(parts), None, parts)
+                if exact:
+                    restorer.restore(sampler, seed, mu)
+                    dirs.perturb(-mu)
+                    f_minus = float(closure())
+                    restorer.restore(sampler, seed, -mu)
+                else:
+                    dirs.perturb(-2 * mu)
+                    f_minus = float(closure())
+                    if keep:
+                        unrestored = (seed, mu)
+                    else:
+                        dirs.perturb(mu)
+                scalars.append((f_plus - f_minus) / (2 * mu))
+                parts.append(0.5 * (f_plus + f_minus))
+            if buffer is not None and coeff is not None:
+                buffer.accumulate(coeff(scalars[-1]))
+    if difference == "forward":
+        return Estimate(list(seeds), scalars, f0, f0, unrestored=unrestored)
+    return Estimate(list(seeds), scalars, _mean(parts), None, parts, unrestored)
