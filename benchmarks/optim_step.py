@@ -121,6 +121,65 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+def interleaved(args) -> dict:
+    """Step times of every regime (and INFTY) in one process, round-robin with inference
+    forwards, so that all rows see the same load (timing only; memory comes from the rows'
+    own processes). Returns {label: [step ms, fwd ms]} medians."""
+    from zeroflow import optim
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model, head, x, y, params = _build(args, device)
+
+    def loss_fn():
+        model.reseed(0)
+        return F.cross_entropy(head(model.features(x, None if args.full else 0)), y)
+
+    runs = {}
+    for _label, regime in REGIMES:
+        buffer, restore = regime.split("-")
+        hp = {"q": args.q, "momentum": 0.0, "weight_decay": 0.0,
+              "exact_restore": restore == "exact", "direction_buffer": buffer}
+        if buffer == "auto":
+            hp["model_numel"] = sum(p.numel() for p in model.parameters()) + sum(
+                p.numel() for p in head.parameters())
+        opt = optim.build("zo-sgd", params, lr=1e-3, **hp)
+        runs[regime] = (lambda o=opt: o.step(loss_fn))
+    if args.infty:
+        opt, _ = _infty_step(args, model, head, x, y, params, loss_fn)
+        for p in params:
+            p.requires_grad_(False)  # INFTY collects requires_grad tensors at each step
+
+        def infty_run(o=opt):
+            for p in params:
+                p.requires_grad_(True)
+            o.step()
+            model.train()
+            for p in params:
+                p.requires_grad_(False)
+
+        runs["infty"] = infty_run
+
+    def infer():
+        with torch.no_grad():
+            loss_fn()
+
+    times = {k: [] for k in runs}
+    fwd = []
+    for i in range(args.warmup + args.repeats):
+        for key, run in runs.items():
+            start = time.perf_counter()
+            run()
+            if i >= args.warmup:
+                times[key].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            infer()
+            if i >= args.warmup:
+                fwd.append(time.perf_counter() - start)
+    return {"fwd_ms": 1e3 * statistics.median(fwd),
+            **{k: 1e3 * statistics.median(v) for k, v in times.items()}}
+
+
 def measure(args) -> dict:
     """One row: 'inference' (memory reference) or an optimizer name. Inference forwards are
     timed in the same process, interleaved with the steps, so the time ratio is in-run."""
@@ -250,12 +309,14 @@ def main() -> None:
     parser.add_argument("--infty", action="store_true",
                         help="also time INFTY's zo-sgd (PyPI infty, installed on first use)")
     parser.add_argument("--infty-dir", default=os.path.expanduser("~/.cache/zeroflow/infty"))
+    parser.add_argument("--interleave", action="store_true",
+                        help="with --regimes: also time every regime round-robin in one process")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--regime", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         args.q = args.q[0]
-        print(json.dumps(measure(args)))
+        print(json.dumps(interleaved(args) if args.one == "interleave" else measure(args)))
         return
 
     from zeroflow import optim
@@ -265,6 +326,7 @@ def main() -> None:
                "--batch", str(args.batch), "--q", str(q), "--repeats", str(args.repeats),
                "--warmup", str(args.warmup), "--device", args.device,
                "--infty-dir", args.infty_dir] + (["--full"] if args.full else []) + (
+                   ["--infty"] if args.infty else []) + (
                    ["--regime", regime] if regime else [])
         env = dict(os.environ)
         if path:
@@ -354,6 +416,18 @@ def regimes(args, child) -> None:
             cells = [label, str(q), f"{r['passes']:.0f}", f"{r['ms']:.0f}", f"{r['fwd_ms']:.0f}",
                      f"{r['ms'] / (2 * q * r['fwd_ms']):.2f}", f"{r['rise_mb']:.0f}"]
             print("| " + " | ".join(cells) + " |", flush=True)
+        if args.interleave:
+            r = child("interleave", q)
+            print(f"\n# q = {q}, every regime round-robin in one process (same load for all): "
+                  f"inference forward {r['fwd_ms']:.0f} ms (median of all)")
+            print("| regime | step ms | step/(2q fwd) | step / seed-only copy restore |")
+            print("|---|---|---|---|")
+            base = r["off-exact"]
+            for label, regime in rows:
+                key = "infty" if regime is None else regime
+                if key in r:
+                    print(f"| {label} | {r[key]:.0f} | {r[key] / (2 * q * r['fwd_ms']):.2f} | "
+                          f"{r[key] / base:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

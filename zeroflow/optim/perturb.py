@@ -10,8 +10,10 @@ query actors exchange seeds and scalars only.
 ``DirectionBuffer`` is the other regime (``direction_buffer="on"``): each direction is drawn
 once into one buffer and reused for θ + mu z, θ - mu z and the update, whose estimate
 sum_i c_i z_i is accumulated as the scalars arrive. It holds one direction and one estimate of
-the trainable tensors' size, whatever q, and its numbers equal the regenerated ones bit for bit
-(the same draws, the same float operations in the same order).
+the trainable tensors' size, whatever q (at q = 1 the direction becomes the estimate: one), and
+its numbers equal the regenerated ones bit for bit (the same draws, the same float operations
+in the same order; the first term is c z where the regenerated sum computes 0 + c z, which
+differs only in the sign of zeros).
 """
 
 from __future__ import annotations
@@ -137,8 +139,13 @@ class DirectionBuffer:
             p.add_(z.to(p.dtype), alpha=scale)
 
     def accumulate(self, coeff: float) -> None:
+        """Add coeff * z (the drawn direction, no longer needed after this) to the estimate.
+        The first direction becomes the estimate in place (c * z: what 0 + c * z rounds to,
+        up to the sign of zeros), so q = 1 holds one buffer and skips a pass."""
         if self.sums is None:
-            self.sums = [torch.zeros_like(z) for z in self.blocks]
+            self.sums = [z.mul_(float(coeff)) for z in self.blocks]
+            self.blocks = [None] * len(self.params)
+            return
         for s, z in zip(self.sums, self.blocks):
             s.add_(z, alpha=float(coeff))
 
