@@ -131,10 +131,14 @@ def interleaved(args) -> dict:
     torch.manual_seed(0)
     model, head, x, y, params = _build(args, device)
 
-    def loss_fn():
+    def forward_loss():
         model.reseed(0)
         return F.cross_entropy(head(model.features(x, None if args.full else 0)), y)
 
+    def free_loss():  # the step's own work: every trainable tensor read, no model forward
+        return sum(p.view(-1)[0] for p in params)
+
+    loss_fn = free_loss if args.overhead else forward_loss
     runs = {}
     for _label, regime in REGIMES:
         buffer, restore = regime.split("-")
@@ -162,7 +166,7 @@ def interleaved(args) -> dict:
 
     def infer():
         with torch.no_grad():
-            loss_fn()
+            forward_loss()
 
     times = {k: [] for k in runs}
     fwd = []
@@ -172,6 +176,8 @@ def interleaved(args) -> dict:
             run()
             if i >= args.warmup:
                 times[key].append(time.perf_counter() - start)
+            if args.overhead and key != next(iter(runs)):
+                continue  # one forward per round is enough to scale the overheads
             start = time.perf_counter()
             infer()
             if i >= args.warmup:
@@ -311,6 +317,9 @@ def main() -> None:
     parser.add_argument("--infty-dir", default=os.path.expanduser("~/.cache/zeroflow/infty"))
     parser.add_argument("--interleave", action="store_true",
                         help="with --regimes: also time every regime round-robin in one process")
+    parser.add_argument("--overhead", action="store_true",
+                        help="with --interleave: time the steps with a free loss (no forward), "
+                             "i.e. the optimizer's own work per step")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--regime", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -327,6 +336,7 @@ def main() -> None:
                "--warmup", str(args.warmup), "--device", args.device,
                "--infty-dir", args.infty_dir] + (["--full"] if args.full else []) + (
                    ["--infty"] if args.infty else []) + (
+                   ["--overhead"] if args.overhead and name == "interleave" else []) + (
                    ["--regime", regime] if regime else [])
         env = dict(os.environ)
         if path:
@@ -418,16 +428,22 @@ def regimes(args, child) -> None:
             print("| " + " | ".join(cells) + " |", flush=True)
         if args.interleave:
             r = child("interleave", q)
+            what = "optimizer's own work per step (free loss)" if args.overhead else "step"
             print(f"\n# q = {q}, every regime round-robin in one process (same load for all): "
-                  f"inference forward {r['fwd_ms']:.0f} ms (median of all)")
-            print("| regime | step ms | step/(2q fwd) | step / seed-only copy restore |")
+                  f"inference forward {r['fwd_ms']:.0f} ms (median of all); {what}")
+            if args.overhead:
+                print("| regime | own ms | (2q fwd + own) / (2q fwd) | own / seed-only copy |")
+            else:
+                print("| regime | step ms | step/(2q fwd) | step / seed-only copy restore |")
             print("|---|---|---|---|")
             base = r["off-exact"]
             for label, regime in rows:
                 key = "infty" if regime is None else regime
                 if key in r:
-                    print(f"| {label} | {r[key]:.0f} | {r[key] / (2 * q * r['fwd_ms']):.2f} | "
-                          f"{r[key] / base:.2f} |", flush=True)
+                    two = 2 * q * r["fwd_ms"]
+                    ratio = (two + r[key]) / two if args.overhead else r[key] / two
+                    print(f"| {label} | {r[key]:.0f} | {ratio:.2f} | {r[key] / base:.2f} |",
+                          flush=True)
 
 
 if __name__ == "__main__":

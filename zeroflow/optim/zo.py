@@ -12,8 +12,9 @@ can run apart (query workers run the first, every replica runs the second):
 returns a scalar loss tensor, and is called under ``torch.no_grad()`` (forward-grad: under
 forward-mode AD); it must not call backward.
 
-Update of a tensor θ_k from the estimate ĝ_k (all in one pass over the tensors, so scratch memory
-is O(largest tensor); no parameter-sized buffer beyond the rule's own state):
+Update of a tensor θ_k from the estimate ĝ_k (one pass over the tensors; seed-only, scratch
+memory is O(largest tensor) and nothing parameter-sized is held beyond the rule's own state; the
+fast regime reads ĝ from its estimate buffer instead, see "Step regimes" below):
 
 1. ĝ_k = (1/q) sum_i c_i z_ik, with c_i the scalar, or sign(c_i) for ``sign="projected"``
    (the paper's code: sign of each projected scalar times its direction);
