@@ -138,6 +138,11 @@ class DirectionBuffer:
         for p, z in zip(self.params, self.blocks):
             p.add_(z.to(p.dtype), alpha=scale)
 
+    def write(self, sources, outs, scale: float) -> None:
+        """outs[k] = sources[k] + scale * z_k (the exact restore's swapped-in tensors)."""
+        for src, out, z in zip(sources, outs, self.blocks):
+            torch.add(src, z.to(src.dtype), alpha=scale, out=out)
+
     def accumulate(self, coeff: float) -> None:
         """Add coeff * z (the drawn direction, no longer needed after this) to the estimate.
         The first direction becomes the estimate in place (c * z: what 0 + c * z rounds to,
