@@ -175,3 +175,28 @@ def test_bad_direction_buffer_names_the_choices():
         optim.build("zo-sgd", params, direction_buffer="yes")
     with pytest.raises(ConfigError, match="model_numel must be a positive integer, got 0"):
         optim.build("zo-sgd", params, model_numel=0)
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_exact_restore_swaps_back_the_untouched_originals_even_when_the_closure_raises(mode):
+    """Exact restore never writes θ: after a step's evaluation (and after a closure that raises
+    mid-evaluation) each parameter holds its original storage with the original values."""
+    params, loss = problem()()
+    before = [(p.data_ptr(), p.detach().clone()) for p in params]
+    opt = optim.build("zo-sgd", params, lr=0.05, q=2, direction_buffer=mode)
+    est = opt.evaluate(loss, opt.direction_seeds())
+    assert len(est.scalars) == 2
+    for p, (ptr, value) in zip(params, before):
+        assert p.data_ptr() == ptr and torch.equal(p, value)
+    calls = []
+
+    def failing():
+        calls.append(1)
+        if len(calls) == 2:  # during θ - mu z
+            raise RuntimeError("boom")
+        return loss()
+
+    with pytest.raises(RuntimeError, match="boom"):
+        opt.step(failing)
+    for p, (ptr, value) in zip(params, before):
+        assert p.data_ptr() == ptr and torch.equal(p, value)
