@@ -23,7 +23,7 @@ from zeroflow.optim.spsa import Estimate
 from zeroflow.optim.zo import ZeroOrderOptimizer
 
 _SPSA = ("lr", "mu", "q", "seed", "weight_decay", "perturbation", "difference", "history",
-         "sparsity", "sparsity_resample", "exact_restore")
+         "sparsity", "sparsity_resample", "exact_restore", "direction_buffer", "model_numel")
 _SGD = ("momentum",)
 _ADAM = ("betas", "eps")
 
@@ -54,7 +54,7 @@ _REGISTRY: dict[str, OptimizerSpec] = {
     "forward-grad": OptimizerSpec(
         ZeroOrderOptimizer,
         ("lr", "q", "seed", "weight_decay", "perturbation", "history", "sparsity",
-         "sparsity_resample", "rule") + _SGD + _ADAM,
+         "sparsity_resample", "rule", "direction_buffer", "model_numel") + _SGD + _ADAM,
         {"estimator": "jvp"},
     ),
 }

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from zeroflow.optim.perturb import DirectionSampler
+from zeroflow.optim.perturb import DirectionBuffer, DirectionSampler
 from zeroflow.optim.spsa import Estimate
 
 
@@ -40,8 +40,12 @@ def jvp_evaluate(
     params: Sequence[torch.Tensor],
     sampler: DirectionSampler,
     seeds: Sequence[int],
+    buffer: DirectionBuffer | None = None,
+    coeff: Callable[[float], float] | None = None,
 ) -> Estimate:
-    """Evaluate ∇f(θ)·v_i for each direction seed; returns the scalars and f(θ)."""
+    """Evaluate ∇f(θ)·v_i for each direction seed; returns the scalars and f(θ). With a
+    ``buffer`` (and ``coeff``), each v_i is drawn into it and coeff(c_i) v_i accumulated, so the
+    update needs no second draw."""
     scalars: list[float] = []
     f0 = float("nan")
     with torch.no_grad(), warnings.catch_warnings():
@@ -49,7 +53,11 @@ def jvp_evaluate(
         warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
         for seed in seeds:
             with fwAD.dual_level():
-                tangents = [sampler.block(seed, k, p) for k, p in enumerate(params)]
+                if buffer is None:
+                    tangents = [sampler.block(seed, k, p) for k, p in enumerate(params)]
+                else:
+                    buffer.select(seed)
+                    tangents = buffer.tangents()
                 with dual_parameters(params, tangents):
                     out = closure()
                 primal, tangent = fwAD.unpack_dual(out)
@@ -60,4 +68,7 @@ def jvp_evaluate(
                     )
                 f0 = float(primal)
                 scalars.append(float(tangent))
+            del tangents
+            if buffer is not None and coeff is not None:
+                buffer.accumulate(coeff(scalars[-1]))
     return Estimate(list(seeds), scalars, f0, f0)

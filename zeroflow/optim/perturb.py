@@ -1,4 +1,4 @@
-"""Seeded perturbation directions, regenerated on demand and never stored (MeZO's trick).
+"""Seeded perturbation directions: regenerated on demand (MeZO's trick) or drawn once per step.
 
 A direction is named by one integer, its *direction seed* (derived from the optimizer's seed,
 its step counter and the query index). Its block for the k-th trainable tensor is drawn by a
@@ -6,6 +6,14 @@ private ``torch.Generator`` seeded from (direction seed, k), so each block can b
 its own: perturbing, restoring and updating need O(largest parameter) scratch memory and nothing
 of parameter size. The same seeds give the same directions on any process, which is what lets
 query actors exchange seeds and scalars only.
+
+``DirectionBuffer`` is the other regime (``direction_buffer="on"``): each direction is drawn
+once into one buffer and reused for θ + mu z, θ - mu z and the update, whose estimate
+sum_i c_i z_i is accumulated as the scalars arrive. It holds one direction and one estimate of
+the trainable tensors' size, whatever q (at q = 1 the direction becomes the estimate: one), and
+its numbers equal the regenerated ones bit for bit (the same draws, the same float operations
+in the same order; the first term is c z where the regenerated sum computes 0 + c z, which
+differs only in the sign of zeros).
 """
 
 from __future__ import annotations
@@ -55,8 +63,10 @@ class DirectionSampler:
         gen.manual_seed(seed)
         return gen
 
-    def block(self, direction_seed: int, k: int, like: torch.Tensor) -> torch.Tensor:
-        """The k-th block of direction ``direction_seed``, shaped and typed like ``like``."""
+    def block(self, direction_seed: int, k: int, like: torch.Tensor,
+              dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The k-th block of direction ``direction_seed``, shaped like ``like`` and typed like
+        it (or ``dtype``); the draw is fp32 whatever the type, so every type sees the same z."""
         gen = self._generator(like.device, derive_seed(direction_seed, k))
         if self.perturbation == "gaussian":
             z = torch.randn(like.shape, generator=gen, device=like.device, dtype=torch.float32)
@@ -74,17 +84,81 @@ class DirectionSampler:
             gen = self._generator(like.device, mask_seed)
             idx = torch.randperm(n, generator=gen, device=like.device)[:n_zero]
             z.view(-1)[idx] = 0.0
-        return z.to(like.dtype)
+        return z.to(like.dtype if dtype is None else dtype)
 
     def combine(
-        self, direction_seeds: Sequence[int], coeffs: Sequence[float], k: int, like: torch.Tensor
+        self, direction_seeds: Sequence[int], coeffs: Sequence[float], k: int, like: torch.Tensor,
+        restore: tuple[int, float, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """sum_i coeffs[i] * z_i for the k-th block: the gradient estimate of one tensor."""
-        # accumulate in at least fp32 (fp16/bf16 tensors would lose the sum's low bits)
-        out = torch.zeros_like(like, dtype=torch.promote_types(like.dtype, torch.float32))
+        """sum_i coeffs[i] * z_i for the k-th block: the gradient estimate of one tensor.
+
+        restore=(seed, scale, p): also p += scale * z_seed with the same draw (the lean step
+        folds the restore of its last perturbation into the update's regeneration: the float
+        operations on p are those of ``perturb_`` then the update, one draw fewer)."""
+        out = torch.zeros_like(like, dtype=accumulation_dtype(like))
         for seed, c in zip(direction_seeds, coeffs):
-            out.add_(self.block(seed, k, out), alpha=float(c))
+            z = self.block(seed, k, out)
+            if restore is not None and seed == restore[0]:
+                restore[2].add_(z.to(restore[2].dtype), alpha=restore[1])
+            out.add_(z, alpha=float(c))
         return out.to(like.dtype)
+
+
+def accumulation_dtype(like: torch.Tensor) -> torch.dtype:
+    """Estimates accumulate in at least fp32 (fp16/bf16 would lose the sum's low bits)."""
+    return torch.promote_types(like.dtype, torch.float32)
+
+
+class DirectionBuffer:
+    """One direction of every tensor, drawn once from its seed and reused (the fast regime).
+
+    ``select(seed)`` draws direction ``seed`` over the previous one, block by block (peak: one
+    direction plus one block); ``perturb(scale)`` is ``perturb_`` with the drawn blocks;
+    ``accumulate(c)`` adds c * z to the estimate, which ``estimate()`` hands to the update.
+    Blocks are kept in the accumulation type, so the estimate is ``combine``'s bit for bit.
+    """
+
+    def __init__(self, sampler: DirectionSampler, params: Sequence[torch.Tensor]):
+        self.sampler, self.params = sampler, list(params)
+        self.blocks: list[torch.Tensor | None] = [None] * len(self.params)
+        self.sums: list[torch.Tensor] | None = None
+        self.seeds: list[int] = []
+
+    def select(self, direction_seed: int) -> None:
+        for k, p in enumerate(self.params):
+            self.blocks[k] = None  # free the old block before drawing the new one
+            self.blocks[k] = self.sampler.block(direction_seed, k, p, accumulation_dtype(p))
+        self.seeds.append(direction_seed)
+
+    def tangents(self) -> list[torch.Tensor]:
+        """The drawn blocks in each tensor's own type (Forward-Grad's tangents)."""
+        return [z.to(p.dtype) for z, p in zip(self.blocks, self.params)]
+
+    def perturb(self, scale: float) -> None:
+        for p, z in zip(self.params, self.blocks):
+            p.add_(z.to(p.dtype), alpha=scale)
+
+    def write(self, sources, outs, scale: float) -> None:
+        """outs[k] = sources[k] + scale * z_k (the exact restore's swapped-in tensors)."""
+        for src, out, z in zip(sources, outs, self.blocks):
+            torch.add(src, z.to(src.dtype), alpha=scale, out=out)
+
+    def accumulate(self, coeff: float) -> None:
+        """Add coeff * z (the drawn direction, no longer needed after this) to the estimate.
+        The first direction becomes the estimate in place (c * z: what 0 + c * z rounds to,
+        up to the sign of zeros), so q = 1 holds one buffer and skips a pass."""
+        if self.sums is None:
+            self.sums = [z.mul_(float(coeff)) for z in self.blocks]
+            self.blocks = [None] * len(self.params)
+            return
+        for s, z in zip(self.sums, self.blocks):
+            s.add_(z, alpha=float(coeff))
+
+    def estimate(self, direction_seeds: Sequence[int]) -> list[torch.Tensor] | None:
+        """The accumulated sum_i c_i z_i if it is that of exactly ``direction_seeds``."""
+        if self.sums is None or list(direction_seeds) != self.seeds:
+            return None
+        return self.sums
 
 
 def perturb_(

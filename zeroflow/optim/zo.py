@@ -12,8 +12,9 @@ can run apart (query workers run the first, every replica runs the second):
 returns a scalar loss tensor, and is called under ``torch.no_grad()`` (forward-grad: under
 forward-mode AD); it must not call backward.
 
-Update of a tensor θ_k from the estimate ĝ_k (all in one pass over the tensors, so scratch memory
-is O(largest tensor); no parameter-sized buffer beyond the rule's own state):
+Update of a tensor θ_k from the estimate ĝ_k (one pass over the tensors; seed-only, scratch
+memory is O(largest tensor) and nothing parameter-sized is held beyond the rule's own state; the
+fast regime reads ĝ from its estimate buffer instead, see "Step regimes" below):
 
 1. ĝ_k = (1/q) sum_i c_i z_ik, with c_i the scalar, or sign(c_i) for ``sign="projected"``
    (the paper's code: sign of each projected scalar times its direction);
@@ -34,6 +35,27 @@ evaluated (forward differences, forward-grad), else costs one pass: central q = 
 
 Determinism: direction i of step t has seed derive_seed(seed, t, i); everything random is drawn
 by private generators from such seeds, and the step counter travels in ``state_dict()``.
+
+Step regimes (``direction_buffer``), equal in their numbers for the same seeds:
+
+* ``"off"`` (seed-only): every use of z regenerates it from its seed, so nothing of parameter
+  size is held beyond the rule's state (and, with ``exact_restore=True``, the restore copy).
+  With ``exact_restore=False`` this is the lean regime: no copy, and ``step`` folds the restore
+  of the last perturbation into the update's draw of that direction (``combine(restore=...)``),
+  so a central q = 1 step draws z three times (θ + mu z, θ - mu z, restore + update), not four.
+  The fold keeps the float operations on θ of restore-then-update, so it is valid for every rule
+  (momentum, Adam, weight decay, history, both signs) and equals the evaluate + apply halves bit
+  for bit; only Conserve, which compares candidates from the exact θ, restores first. Its one
+  difference from the exact regime is the subtractive restore's drift (``zeroflow.optim.spsa``).
+* ``"on"`` (fast): each direction is drawn once per step into one buffer, reused for θ ± mu z
+  and accumulated into an estimate buffer as its scalar arrives (``DirectionBuffer``): memory is
+  one direction + one estimate whatever q, one draw per direction. Bit for bit the seed-only
+  numbers, with either restore. ``evaluate`` alone (query workers) uses the buffer for θ ± mu z;
+  ``apply`` of pairs from elsewhere regenerates.
+* ``"auto"`` (default): fast when the trainable tensors are under ``AUTO_SHARE`` (10 %) of the
+  model's parameters (``model_numel``, when the caller gives it), else lean; without
+  ``model_numel``, fast when they hold at most ``AUTO_MAX_NUMEL`` values (the two buffers then
+  cost at most 32 MB in fp32: adapters and heads), else lean.
 """
 
 from __future__ import annotations
@@ -44,7 +66,7 @@ from collections.abc import Callable
 import torch
 
 from zeroflow.optim.forward_grad import jvp_evaluate
-from zeroflow.optim.perturb import DirectionSampler
+from zeroflow.optim.perturb import DirectionBuffer, DirectionSampler, perturb_
 from zeroflow.optim.spsa import DIFFERENCES, Estimate, Restorer, spsa_evaluate
 from zeroflow.seeding import derive_seed
 
@@ -52,6 +74,18 @@ RULES = ("sgd", "adam")
 SIGNS = (None, "projected", "elementwise")
 ESTIMATORS = ("spsa", "jvp")
 _COUNTERS = "zeroflow"  # non-parameter key of ``self.state``: travels in state_dict()
+DIRECTION_BUFFERS = ("auto", "on", "off")
+AUTO_SHARE = 0.10  # auto: fast below this share of the model's parameters
+AUTO_MAX_NUMEL = 4_000_000  # auto without model_numel: fast up to this many trainable values
+
+
+def resolve_direction_buffer(mode: str, trainable_numel: int, model_numel: int | None) -> bool:
+    """Whether a step buffers its directions (the fast regime); see the module docstring."""
+    if mode != "auto":
+        return mode == "on"
+    if model_numel:
+        return trainable_numel < AUTO_SHARE * model_numel
+    return trainable_numel <= AUTO_MAX_NUMEL
 
 
 def step_loss(estimate: Estimate) -> torch.Tensor:
@@ -103,6 +137,8 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
         ``adam`` (betas, eps, weight_decay). sign: None, ``projected`` or ``elementwise``.
     conserve: keep the best of three candidates. history: α in [0, 1). sparsity: s in [0, 1),
         sparsity_resample: see ``DirectionSampler``. exact_restore: see ``zeroflow.optim.spsa``.
+    direction_buffer: ``auto``, ``on`` or ``off`` (the step regime, module docstring);
+        model_numel: the whole model's parameter count, for ``auto``'s share rule.
     """
 
     uses_backward = False
@@ -129,6 +165,8 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
         sparsity: float = 0.0,
         sparsity_resample: bool = True,
         exact_restore: bool = True,
+        direction_buffer: str = "auto",
+        model_numel: int | None = None,
     ):
         if not lr >= 0.0:
             raise ValueError(f"lr must be >= 0, got {lr}")
@@ -154,6 +192,11 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
             raise ValueError(f"eps must be > 0, got {eps}")
         if not 0.0 <= history < 1.0:
             raise ValueError(f"history must be in [0, 1), got {history}")
+        if direction_buffer not in DIRECTION_BUFFERS:
+            raise ValueError(f"direction_buffer must be one of {DIRECTION_BUFFERS}, "
+                             f"got {direction_buffer!r}")
+        if model_numel is not None and not int(model_numel) >= 1:
+            raise ValueError(f"model_numel must be a positive integer, got {model_numel}")
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                         betas=tuple(betas), eps=eps)
         super().__init__(params, defaults)
@@ -163,6 +206,9 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
         self.exact_restore = bool(exact_restore)
         self.sampler = DirectionSampler(perturbation, sparsity, sparsity_resample, seed)
         self._counters()["seed"] = self.seed
+        self.direction_buffer = direction_buffer
+        self.buffered = resolve_direction_buffer(
+            direction_buffer, sum(p.numel() for p in self._params()), model_numel)
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
@@ -183,8 +229,15 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
         counted = self._counted(closure)
         if self.estimator == "jvp":
             return jvp_evaluate(counted, self._params(), self.sampler, seeds)
+        buffer = DirectionBuffer(self.sampler, self._params()) if self.buffered else None
         return spsa_evaluate(counted, self._params(), self.sampler, seeds, self.mu,
-                             self.difference, self.exact_restore)
+                             self.difference, self.exact_restore, buffer)
+
+    def _coefficients(self, scalars: list[float], n: int) -> list[float]:
+        """The update's c_i of (1/q) sum_i c_i z_i: the scalar, or its sign (``projected``)."""
+        if self.sign == "projected":
+            scalars = [math.copysign(1.0, c) if c != 0 else 0.0 for c in scalars]
+        return [c / n for c in scalars]
 
     @torch.no_grad()
     def apply(self, estimate: Estimate, closure: Callable[[], torch.Tensor] | None = None,
@@ -197,24 +250,36 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
         θ - lr u, +1 is θ + lr u) and then needs no closure. Returns the decision (-1 without
         Conserve).
         """
+        return self._apply(estimate, closure, decision)
+
+    @torch.no_grad()
+    def _apply(self, estimate: Estimate, closure=None, decision: float | None = None,
+               blocks: list[torch.Tensor] | None = None) -> float:
+        """``apply`` with the step's accumulated estimate ``blocks`` (fast regime) and the
+        estimate's pending restore (lean regime) folded into the update."""
         counters = self._counters()
         counters["step"] += 1
+        restore = estimate.unrestored
+        if restore is not None and (self.conserve or not all(
+                math.isfinite(c) for c in estimate.scalars)):
+            perturb_(self._params(), self.sampler, restore[0], restore[1])  # restore first
+            restore = None
         if not all(math.isfinite(c) for c in estimate.scalars):
             return 0.0
-        coeffs = estimate.scalars
-        if self.sign == "projected":
-            coeffs = [math.copysign(1.0, c) if c != 0 else 0.0 for c in coeffs]
-        coeffs = [c / len(estimate.seeds) for c in coeffs]
+        coeffs = self._coefficients(estimate.scalars, len(estimate.seeds))
         if not self.conserve:
-            self._update(estimate.seeds, coeffs, direction=-1.0, commit=+1)
+            self._update(estimate.seeds, coeffs, direction=-1.0, commit=+1, blocks=blocks,
+                         restore=restore)
             return -1.0
         if decision is None:
-            decision = self._conserve_decision(estimate, coeffs, closure)
+            decision = self._conserve_decision(estimate, coeffs, closure, blocks)
         if decision != 0:
-            self._update(estimate.seeds, coeffs, direction=decision, commit=-int(decision))
+            self._update(estimate.seeds, coeffs, direction=decision, commit=-int(decision),
+                         blocks=blocks)
         return decision
 
-    def _conserve_decision(self, estimate: Estimate, coeffs: list[float], closure) -> float:
+    def _conserve_decision(self, estimate: Estimate, coeffs: list[float], closure,
+                           blocks: list[torch.Tensor] | None = None) -> float:
         """The best of {θ, θ - lr u, θ + lr u} (ties keep the earlier); θ is left unchanged."""
         if closure is None:
             raise ValueError("conserve needs the closure in apply(estimate, closure)")
@@ -224,7 +289,7 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
         f0 = estimate.f0 if estimate.f0 is not None else float(counted())
         best, best_f = 0.0, f0
         for candidate in (-1.0, +1.0):  # θ - lr u, then θ + lr u
-            self._update(estimate.seeds, coeffs, direction=candidate, commit=0)
+            self._update(estimate.seeds, coeffs, direction=candidate, commit=0, blocks=blocks)
             f = float(counted())
             if f < best_f:
                 best, best_f = candidate, f
@@ -235,22 +300,48 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
         """One full step (evaluate then apply); returns the loss estimate as a tensor."""
         if closure is None:
             raise ValueError("forward-pass optimizers need a closure that returns the loss")
-        estimate = self.evaluate(closure, self.direction_seeds())
-        self.apply(estimate, closure)
+        seeds, params = self.direction_seeds(), self._params()
+        counted = self._counted(closure)
+        buffer = DirectionBuffer(self.sampler, params) if self.buffered else None
+        n = len(seeds)
+
+        def coeff(c: float) -> float:
+            return self._coefficients([c], n)[0]
+
+        if self.estimator == "jvp":
+            estimate = jvp_evaluate(counted, params, self.sampler, seeds, buffer, coeff)
+        else:
+            estimate = spsa_evaluate(counted, params, self.sampler, seeds, self.mu,
+                                     self.difference, self.exact_restore, buffer, coeff,
+                                     leave_last=buffer is None and not self.conserve)
+        blocks = None
+        if buffer is not None:
+            blocks = buffer.estimate(seeds)
+            buffer.blocks = []  # the direction is no longer needed: free it before the update
+        self._apply(estimate, closure, blocks=blocks)
         return step_loss(estimate)
 
     # ----------------------------------------------------------------------------- the rule
-    def _update(self, seeds: list[int], coeffs: list[float], direction: float, commit: int):
+    def _update(self, seeds: list[int], coeffs: list[float], direction: float, commit: int,
+                blocks: list[torch.Tensor] | None = None,
+                restore: tuple[int, float] | None = None):
         """θ <- θ + direction · lr · u for every tensor.
 
         commit: +1 stores the rule's new state, -1 stores it with the first moment negated,
-        0 stores nothing (a Conserve candidate being tried).
+        0 stores nothing (a Conserve candidate being tried). blocks: the estimate sum_i c_i z_i
+        already accumulated (else regenerated from the seeds; the same floats). restore:
+        (seed, scale), θ += scale z_seed first, drawn with the estimate's own draw of z_seed.
         """
         k = 0
         for group in self.param_groups:
             lr, wd = group["lr"], group["weight_decay"]
             for p in group["params"]:
-                g = self.sampler.combine(seeds, coeffs, k, p)
+                if blocks is not None:  # Conserve updates several times: keep the sums intact
+                    g = blocks[k].clone() if self.conserve else blocks[k]
+                    g = g.to(p.dtype)
+                else:
+                    g = self.sampler.combine(seeds, coeffs, k, p, restore=restore and (
+                        restore[0], restore[1], p))
                 k += 1
                 state = self.state[p]
                 if self.history > 0:
