@@ -50,6 +50,9 @@ def test_failures_and_early_stops_are_counted_and_a_failure_always_prints():
     assert "best" not in lines[1]
     bar.on_trial_complete(0, trials, _trial(3, task=4, avg=50.0))
     assert len(out.getvalue().splitlines()) == 2  # an ordinary end between milestones: quiet
+    bar.on_trial_recover(0, trials, trials[2])  # a lost node: Ray retries from a checkpoint
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and "1 retried" in lines[2]
 
 
 def test_time_left_extrapolates_the_task_rate():

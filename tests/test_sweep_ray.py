@@ -104,7 +104,7 @@ def test_four_trial_sweep_logs_parent_and_children(ray_session, tmp_path, capsys
             assert steps == ([s for s in (3, 6, 9, 12) if s > 4 * j] if probed else []), j
         assert metrics["last"] == metrics["accuracy"]
         arts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert arts == {"accuracy_matrix.csv", "accuracy_curve.png", "config.yaml"}
+        assert arts == {"accuracy_matrix.csv", "accuracy_curve.png", "config.yaml", "checkpoint"}
     # the browser test below reads this store
     pytest.shared_uri = uri
     pytest.shared_names = names

@@ -5,9 +5,9 @@ boxes (``zeroflow sweep --verbose`` brings those back).
              (method=ease optimizer=fo-sgd) · ~4:40 left
 
 A line is printed when the trials ended (done, failed or stopped early) pass each twentieth of
-the sweep, when one fails, when ``quiet_for`` seconds passed without a line, and for the last
-one: about twenty lines for any sweep. Time left extrapolates the rate of finished tasks over the
-tasks still to run.
+the sweep, when one fails or is retried (``max_failures``), when ``quiet_for`` seconds passed
+without a line, and for the last one: about twenty lines for any sweep. Time left extrapolates
+the rate of finished tasks over the tasks still to run.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class ProgressLine(_tune_callback_base()):
         self.task_counts: dict[str, int] = {}  # trial id -> tasks it has to run
         self.best: tuple[float, str] | None = None
         self.ended = {"done": 0, "failed": 0, "stopped": 0}
+        self.retried = 0  # failures Ray retries from the trial's last checkpoint
 
     def __getstate__(self):  # Tune pickles callbacks with the experiment
         state = dict(self.__dict__)
@@ -81,6 +82,11 @@ class ProgressLine(_tune_callback_base()):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._end(trials, trial, "failed")
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """A trial failed (a lost node, a crash) and Ray retries it from its checkpoint."""
+        self.retried += 1
+        self.print_line(trials, force=True, ending=trial)
+
     def line(self, trials, ending=None) -> str:
         elapsed = time.monotonic() - self.start
         running = sum(t.status == "RUNNING" and t is not ending for t in trials)
@@ -88,6 +94,8 @@ class ProgressLine(_tune_callback_base()):
                  f"{running} running", f"{self.ended['failed']} failed"]
         if self.ended["stopped"]:
             parts.append(f"{self.ended['stopped']} stopped early")
+        if getattr(self, "retried", 0):
+            parts.append(f"{self.retried} retried")
         if self.best:
             short = {"avg_accuracy": "avg", "accuracy": "last"}.get(self.metric, self.metric)
             parts.append(f"best {short} {self.best[0]:.2f} ({self.best[1]})")
