@@ -3,6 +3,7 @@ marked ``gpu`` skip cleanly where CUDA is absent (CI has none); ``headless_brows
 real Chromium for the browser tests."""
 
 import shutil
+import socket
 
 import pytest
 import torch
@@ -11,6 +12,18 @@ import torch
 @pytest.fixture(autouse=True)
 def _private_mlflow_store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """A callable returning a TCP port on 127.0.0.1 that was free a moment ago."""
+
+    def pick() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    return pick
 
 
 def pytest_collection_modifyitems(config, items):

@@ -7,7 +7,6 @@ order and the last one stops it."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,12 +25,6 @@ pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_SH = ROOT / "cluster" / "local.sh"
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _sh(cluster, *args, **kwargs) -> subprocess.CompletedProcess:
@@ -67,13 +60,13 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(free_port):
     if not (BIN / "ray").exists():
         pytest.skip("two nodes cannot start: no ray command beside this python")
     state = Path(tempfile.mkdtemp(prefix="zf_cluster_"))
     env = {**os.environ, "ZEROFLOW_CLUSTER_DIR": str(state), "ZEROFLOW_RAY_BIN": str(BIN / "ray"),
-           "ZEROFLOW_PYTHON": sys.executable, "ZEROFLOW_RAY_PORT": str(_free_port()),
-           "ZEROFLOW_DASHBOARD_PORT": str(_free_port()), "ZEROFLOW_CLIENT_PORT": str(_free_port()),
+           "ZEROFLOW_PYTHON": sys.executable, "ZEROFLOW_RAY_PORT": str(free_port()),
+           "ZEROFLOW_DASHBOARD_PORT": str(free_port()), "ZEROFLOW_CLIENT_PORT": str(free_port()),
            "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
     for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI"):
         env.pop(key, None)

@@ -5,7 +5,6 @@ temporary data directory by the script, ``mlflow server`` on it with proxied art
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,12 +21,6 @@ SCRIPT = ROOT / "cluster" / "mlflow-server.sh"
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _postgres_missing() -> str | None:
     if not glob.glob("/usr/lib/postgresql/*/bin/pg_ctl") and not shutil.which("pg_ctl"):
         return "PostgreSQL is not installed (Debian: apt-get install postgresql)"
@@ -42,14 +35,14 @@ def _postgres_missing() -> str | None:
 
 
 @pytest.fixture()
-def server():
+def server(free_port):
     missing = _postgres_missing()
     if missing:
         pytest.skip(missing)
     state = Path(tempfile.mkdtemp(prefix="zf_mlflow_"))
     env = {**os.environ, "ZEROFLOW_MLFLOW_DIR": str(state), "PYTHON": sys.executable,
-           "ZEROFLOW_MLFLOW_BIN": str(BIN / "mlflow"), "ZEROFLOW_PG_PORT": str(_free_port()),
-           "ZEROFLOW_MLFLOW_PORT": str(_free_port()), "ZEROFLOW_MLFLOW_WORKERS": "1"}
+           "ZEROFLOW_MLFLOW_BIN": str(BIN / "mlflow"), "ZEROFLOW_PG_PORT": str(free_port()),
+           "ZEROFLOW_MLFLOW_PORT": str(free_port()), "ZEROFLOW_MLFLOW_WORKERS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("RAY_ADDRESS", None)
     up = subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, text=True, env=env,

@@ -2,7 +2,6 @@
 browser. One Ray session (2 CPUs) is shared by the module: each start costs seconds."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -149,19 +148,13 @@ def test_trial_dying_mid_task_is_retried_from_its_checkpoint(ray_session, tmp_pa
     assert m["forward_passes"] == straight.summary["forward_passes"]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.browser
-def test_mlflow_ui_in_a_real_browser_lists_the_sweep_runs(headless_browser):
+def test_mlflow_ui_in_a_real_browser_lists_the_sweep_runs(headless_browser, free_port):
     browser = headless_browser
     uri = getattr(pytest, "shared_uri", None)
     if uri is None:
         pytest.skip("needs the four-trial sweep of this module to have run")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     ui = subprocess.Popen([sys.executable, "-m", "zeroflow.cli", "ui", "--port", str(port)],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -16,7 +16,7 @@ from zeroflow.errors import ConfigError
 from zeroflow.sweep import search
 from zeroflow.sweep import storage as storage_mod
 from zeroflow.sweep.space import GRID_POINT, Space, load_space, trial_config, trial_name
-from zeroflow.sweep.trainable import zeroflow_trainable
+from zeroflow.sweep.trainable import reported_last_task, zeroflow_trainable
 
 DEFAULT_STORAGE = storage_mod.DEFAULT_STORAGE
 SPACE_COPY = "zeroflow_space.yaml"  # the space file, kept beside Ray's experiment state
@@ -156,8 +156,8 @@ def best_trial(results, space: Space):
     """The best trial that ran every task (by the space's metric, default avg accuracy): a
     trial stopped early has an average over fewer tasks, which is not comparable."""
     metric, mode = search.objective(space.search, space.scheduler) or ("avg_accuracy", "max")
-    complete = [r for r in results if r.metrics and metric in r.metrics and int(
-        r.metrics.get("task", -1)) == int(r.metrics.get("n_tasks", 0)) - 1]
+    complete = [r for r in results
+                if r.metrics and metric in r.metrics and reported_last_task(r.metrics)]
     if not complete:
         return None, metric
     pick = max if mode == "max" else min

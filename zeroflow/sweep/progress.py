@@ -17,6 +17,7 @@ import time
 from typing import TextIO
 
 from zeroflow.sweep.space import trial_name
+from zeroflow.sweep.trainable import reported_last_task
 
 
 def _tune_callback_base():
@@ -65,8 +66,7 @@ class ProgressLine(_tune_callback_base()):
     def _end(self, trials, trial, kind: str) -> None:
         self.ended[kind] += 1
         last = trial.last_result or {}
-        complete = "n_tasks" in last and int(last.get("task", -1)) == int(last["n_tasks"]) - 1
-        if kind == "done" and complete and self.metric in last:
+        if kind == "done" and self.metric in last:
             value = float(last[self.metric])
             better = self.best is None or (value > self.best[0] if self.mode == "max"
                                            else value < self.best[0])
@@ -75,9 +75,7 @@ class ProgressLine(_tune_callback_base()):
         self.print_line(trials, force=kind == "failed", ending=trial)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        last = trial.last_result or {}
-        complete = "n_tasks" in last and int(last.get("task", -1)) == int(last["n_tasks"]) - 1
-        self._end(trials, trial, "done" if complete else "stopped")
+        self._end(trials, trial, "done" if reported_last_task(trial.last_result) else "stopped")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._end(trials, trial, "failed")

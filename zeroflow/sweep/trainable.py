@@ -19,6 +19,13 @@ from zeroflow.sweep.space import trial_config
 FAULT_ENV = "ZEROFLOW_INJECT_FAULT"  # test hook: a file holding "raise|kill:<task>:<marker>"
 
 
+def reported_last_task(result: dict | None) -> bool:
+    """Whether a trial's (last) reported result is its final task's: a trial stopped early, or
+    still running, has reported fewer tasks than ``n_tasks``."""
+    result = result or {}
+    return "n_tasks" in result and int(result.get("task", -1)) == int(result["n_tasks"]) - 1
+
+
 def _maybe_inject_fault(task: int) -> None:
     """Test hook: die once (raise or SIGKILL) at the start of task ``task``'s second epoch,
     as the file named by ``$ZEROFLOW_INJECT_FAULT`` says; the marker file makes it once."""

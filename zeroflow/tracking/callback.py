@@ -8,6 +8,7 @@ from pathlib import Path
 
 from zeroflow.config import make_config
 from zeroflow.sweep.space import trial_config, trial_name
+from zeroflow.sweep.trainable import reported_last_task
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class MLflowSweepCallback(_tune_callback_base()):
                                   status)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        if self.stopper and not _complete(trial):
+        if self.stopper and not reported_last_task(trial.last_result):
             self._guard("trial stop", self._stop, trial)
         else:
             self._guard("trial checkpoint", self._log_checkpoint, trial)
@@ -126,7 +127,7 @@ class MLflowSweepCallback(_tune_callback_base()):
         FINISHED; then the sweep's run ends accordingly."""
         statuses = []
         for trial in trials:
-            complete = trial.status == "TERMINATED" and _complete(trial)
+            complete = trial.status == "TERMINATED" and reported_last_task(trial.last_result)
             stopped = trial.status == "TERMINATED" and self.stopper and not complete
             status = "FAILED" if trial.status == "ERROR" else (
                 "FINISHED" if complete or stopped else "KILLED")
@@ -150,12 +151,6 @@ class MLflowSweepCallback(_tune_callback_base()):
         overall = ("FAILED" if "FAILED" in statuses else
                    "KILLED" if "KILLED" in statuses else "FINISHED")
         self.tracker.finish_sweep(overall)
-
-
-def _complete(trial) -> bool:
-    """Whether the trial reported its last task."""
-    last = trial.last_result or {}
-    return "n_tasks" in last and int(last.get("task", -1)) == int(last["n_tasks"]) - 1
 
 
 def _checkpoint_results(trial) -> list[dict]:
