@@ -87,6 +87,21 @@ def _build(args, device):
     return model, head, x, y, params
 
 
+def _forward_loss(args, model, head, x, y):
+    """The benchmark's loss closure: one training forward with fixed dropout."""
+
+    def loss():
+        model.reseed(0)
+        return F.cross_entropy(head(model.features(x, None if args.full else 0)), y)
+
+    return loss
+
+
+def _model_numel(model, head) -> int:
+    """Every parameter of the model and head (what direction_buffer="auto" compares with)."""
+    return sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in head.parameters())
+
+
 def _infty_step(args, model, head, x, y, params, loss_fn):
     """The reference optimizer's zo-sgd step over the same tensors and loss."""
     sys.path.insert(0, args.infty_dir)
@@ -131,9 +146,7 @@ def interleaved(args) -> dict:
     torch.manual_seed(0)
     model, head, x, y, params = _build(args, device)
 
-    def forward_loss():
-        model.reseed(0)
-        return F.cross_entropy(head(model.features(x, None if args.full else 0)), y)
+    forward_loss = _forward_loss(args, model, head, x, y)
 
     def free_loss():  # the step's own work: every trainable tensor read, no model forward
         return sum(p.view(-1)[0] for p in params)
@@ -145,8 +158,7 @@ def interleaved(args) -> dict:
         hp = {"q": args.q, "momentum": 0.0, "weight_decay": 0.0,
               "exact_restore": restore == "exact", "direction_buffer": buffer}
         if buffer == "auto":
-            hp["model_numel"] = sum(p.numel() for p in model.parameters()) + sum(
-                p.numel() for p in head.parameters())
+            hp["model_numel"] = _model_numel(model, head)
         opt = optim.build("zo-sgd", params, lr=1e-3, **hp)
         runs[regime] = (lambda o=opt: o.step(loss_fn))
     if args.infty:
@@ -195,9 +207,7 @@ def measure(args) -> dict:
     torch.manual_seed(0)
     model, head, x, y, params = _build(args, device)
 
-    def loss_fn():
-        model.reseed(0)
-        return F.cross_entropy(head(model.features(x, None if args.full else 0)), y)
+    loss_fn = _forward_loss(args, model, head, x, y)
 
     def infer():
         with torch.no_grad():
@@ -221,8 +231,7 @@ def measure(args) -> dict:
         if buffer != "before":  # the old code has no direction_buffer
             hp["direction_buffer"] = buffer
         if buffer == "auto":
-            hp["model_numel"] = sum(p.numel() for p in model.parameters()) + sum(
-                p.numel() for p in head.parameters())
+            hp["model_numel"] = _model_numel(model, head)
         opt = optim.build(args.one, params, lr=1e-3, **hp)
 
         def closure():
