@@ -13,7 +13,10 @@ import torch.nn.functional as F
 from zeroflow import optim
 from zeroflow.config import make_config
 from zeroflow.methods.ease import complete_prototypes, reweighted_logits
+from zeroflow.models.backbone import TINY_VIT_CONFIG
 from zeroflow.trial import _closure, build_learner
+
+TINY_SIZE = TINY_VIT_CONFIG["img_size"]
 
 TINY = dict(dataset="digits", init_cls=4, increment=3, epochs=1, batch_size=16,
             samples_per_class=12)
@@ -102,7 +105,7 @@ def test_zofc_loss_ignores_earlier_tasks_logits():
     learner, scenario = learner_at_task("zofc", 1)
     new = scenario.task_classes(1)
     g = torch.Generator().manual_seed(2)
-    x = torch.rand(6, 3, 32, 32, generator=g)
+    x = torch.rand(6, 3, TINY_SIZE, TINY_SIZE, generator=g)
     y = torch.tensor([new.start, new.start + 1, new.start + 2] * 2)
     with torch.no_grad():
         loss = learner.loss(x, y)
@@ -123,7 +126,7 @@ def test_training_closure_gives_f_plus_and_f_minus_the_same_dropout_masks():
         for p in learner.model.adapter_sets[0].parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.5)
     learner.train()
-    x = torch.rand(16, 3, 32, 32, generator=g)
+    x = torch.rand(16, 3, TINY_SIZE, TINY_SIZE, generator=g)
     y = torch.arange(16) % len(scenario.task_classes(0))
     params = [p for group in learner.param_groups() for p in group.params]
     opt = optim.build("zo-sgd", params, mu=1e-4, q=8, seed=0)
@@ -184,7 +187,7 @@ def test_finetune_full_trains_every_backbone_tensor_and_adapter_scope_none(monke
 
 def test_finetune_full_loss_is_all_logits_on_task_0_then_new_class_logits_only():
     g = torch.Generator().manual_seed(5)
-    x = torch.rand(6, 3, 32, 32, generator=g)
+    x = torch.rand(6, 3, TINY_SIZE, TINY_SIZE, generator=g)
     learner, scenario = learner_at_task("finetune", 0, finetune_scope="full")
     y = torch.tensor([0, 1, 2, 3, 0, 1])
     with torch.no_grad():  # task 0: cross-entropy over every logit, on the plain backbone

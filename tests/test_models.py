@@ -16,11 +16,12 @@ from zeroflow.models import (
     build_tiny_vit,
     create_backbone,
 )
+from zeroflow.models.backbone import TINY_VIT_CONFIG
 from zeroflow.models.pretrain_tiny import digits_prototype_accuracy
 from zeroflow.optim.forward_grad import dual_parameters
 
 
-def _images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
+def _images(n: int, size: int = TINY_VIT_CONFIG["img_size"], seed: int = 0) -> torch.Tensor:
     return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
@@ -238,7 +239,7 @@ def test_unknown_or_non_vit_name_raises_config_error(name):
 
 def test_tiny_weights_file_is_small_and_loads(tiny):
     assert TINY_WEIGHTS.is_file() and TINY_WEIGHTS.stat().st_size <= 2_000_000
-    assert tiny.image_size == 32 and tiny.embed_dim == 64
+    assert tiny.image_size == 16 and tiny.embed_dim == 64
     assert all(p.dtype == torch.float32 for p in tiny.parameters())
     assert tiny.mean == (0.0, 0.0, 0.0) and tiny.std == (1.0, 1.0, 1.0)
     with torch.no_grad():

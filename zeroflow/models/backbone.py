@@ -35,7 +35,7 @@ PAPER_BACKBONE = "vit_base_patch16_224.augreg_in21k"
 
 #: The embedded tiny backbone: 3×32×32 inputs in [0, 1], no mean/std normalisation.
 TINY_VIT_CONFIG: dict = dict(
-    img_size=32, patch_size=4, embed_dim=64, depth=4, num_heads=2, mlp_ratio=4.0
+    img_size=16, patch_size=4, embed_dim=64, depth=4, num_heads=2, mlp_ratio=4.0
 )
 TINY_WEIGHTS = Path(__file__).resolve().parent / "weights" / "tiny_vit.pt"
 _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".npz")

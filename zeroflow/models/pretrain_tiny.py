@@ -36,7 +36,8 @@ SEED = 0
 NUM_CLASSES = 128
 MAX_STROKES = 3
 POINTS_PER_STROKE = 96
-IMAGE_SIZE = 32
+IMAGE_SIZE = 16  # the ViT input (TINY_VIT_CONFIG img_size)
+RENDER_SIZE = 32  # glyphs are drawn at 32² and area-averaged down to IMAGE_SIZE²
 LOWRES_P = 0.6
 BLUR_SIGMA = (0.6, 1.3)  # Gaussian blur of the 1-px stroke coverage, in pixels
 INK_GAIN = (1.2, 2.4)  # stroke width: blurred coverage × gain × √(2π)σ, clipped at 1
@@ -107,7 +108,7 @@ def glyph_points(bank: dict, labels: torch.Tensor, g: torch.Generator) -> tuple:
 
 def render(pts: torch.Tensor, active: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Rasterise polylines: bilinear point splat → coverage → per-image Gaussian blur → ink."""
-    size = IMAGE_SIZE
+    size = RENDER_SIZE
     B, S, P, _ = pts.shape
     uv = ((pts + 1) / 2 * size - 0.5).reshape(B, S * P, 2)
     on = active[:, :, None].expand(B, S, P).reshape(B, S * P)
@@ -137,25 +138,32 @@ def render(pts: torch.Tensor, active: torch.Tensor, g: torch.Generator) -> torch
     if low.any():
         small = F.adaptive_avg_pool2d(img[low], 8)
         img[low] = F.interpolate(small, size=size, mode="bilinear", align_corners=False)
+    img = F.adaptive_avg_pool2d(img, IMAGE_SIZE)
+    size = IMAGE_SIZE
     img = (img + 0.02 * torch.randn(img.shape, generator=g)).clamp(0.0, 1.0)
     return img.expand(B, 3, size, size).contiguous()
 
 
 def glyph_batch(bank: dict, batch: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch of (images [B, 3, 32, 32] in [0, 1], labels [B])."""
+    """A batch of (images [B, 3, IMAGE_SIZE, IMAGE_SIZE] in [0, 1], labels [B])."""
     labels = torch.randint(0, bank["kind"].shape[0], (batch,), generator=g)
     return render(*glyph_points(bank, labels, g), g), labels
 
 
 # ---- transfer measurement --------------------------------------------------------------------
-def load_digits_32() -> tuple[torch.Tensor, np.ndarray]:
-    """scikit-learn digits as the benchmark sees them: /16, bilinear to 32, 3 channels."""
+def load_digits_images(size: int = IMAGE_SIZE) -> tuple[torch.Tensor, np.ndarray]:
+    """scikit-learn digits as the benchmark sees them: /16, bilinear to ``size``, 3 channels."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     x = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
-    x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
     return x.expand(-1, 3, -1, -1).contiguous(), digits.target
+
+
+def _image_size(model: nn.Module) -> int:
+    size = getattr(model, "image_size", None)  # an AdaptedViT
+    return int(size) if size is not None else int(model.patch_embed.img_size[0])
 
 
 @torch.no_grad()
@@ -182,7 +190,7 @@ def digits_prototype_accuracy(model: nn.Module) -> float:
     """
     from sklearn.model_selection import train_test_split
 
-    x, y = load_digits_32()
+    x, y = load_digits_images(_image_size(model))
     idx = np.arange(len(y))
     tr, te = train_test_split(idx, test_size=0.25, stratify=y, random_state=0)
     feats = _cls_features(model, x)
