@@ -1,12 +1,14 @@
-"""Metrics against hand computation on a made-up accuracy matrix."""
+"""Metrics against hand computation on a made-up accuracy matrix; peak memory."""
 
 import math
+import os
+import resource
 
 import numpy as np
 import pytest
 import torch
 
-from zeroflow.metrics import AccuracyMatrix, accuracy_by_task
+from zeroflow.metrics import AccuracyMatrix, PeakMemory, accuracy_by_task
 
 
 def hand_matrix():
@@ -54,3 +56,15 @@ def test_accuracy_by_task_is_sample_weighted():
     assert overall == pytest.approx(50.0)
     per_task, _ = accuracy_by_task(preds, labels, task_of_label, 3)
     assert math.isnan(per_task[2])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux /proc only")
+def test_cpu_peak_memory_counts_from_its_creation_so_a_reused_worker_reports_each_trial():
+    big = bytearray(400 * 2**20)  # an earlier trial's peak in the same process
+    big[:: 4096] = b"\x01" * len(big[:: 4096])  # touch every page so it is resident
+    del big
+    lifetime_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+    peak = PeakMemory(torch.device("cpu"))
+    assert peak.peak_mb() < lifetime_mb - 300, (peak.peak_mb(), lifetime_mb)
+    grown = torch.ones(100 * 2**20 // 4)  # 100 MB after the reset do count
+    assert peak.peak_mb() > float(grown.numel() * 4 / 2**20)

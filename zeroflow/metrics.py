@@ -89,7 +89,9 @@ class PeakMemory:
     """Peak memory in MB: CUDA ``max_memory_allocated`` on GPU; process peak RSS on CPU.
 
     The label says which one it is, since they are different quantities. Peak RSS is the whole
-    process's high-water mark (Python and libraries included) and cannot be reset.
+    process's high-water mark (Python and libraries included). On Linux it is reset when this
+    object is made (``/proc/self/clear_refs``), so a process that runs several trials (a reused
+    Ray actor) reports each trial's own peak; elsewhere it is the process lifetime's.
     """
 
     def __init__(self, device: torch.device):
@@ -97,13 +99,38 @@ class PeakMemory:
         self.label = "cuda_max_allocated" if self.cuda else "cpu_peak_rss"
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(device)
+        else:
+            _reset_peak_rss()
         self.device = device
 
     def peak_mb(self) -> float:
         if self.cuda:
             return torch.cuda.max_memory_allocated(self.device) / 2**20
+        hwm = _linux_peak_rss_kb()
+        if hwm is not None:
+            return hwm / 2**10
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def _reset_peak_rss() -> None:
+    """Linux: set this process's peak RSS (VmHWM) to its current RSS; a no-op elsewhere."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _linux_peak_rss_kb() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 class Stopwatch:
