@@ -33,7 +33,7 @@ def test_good_space_expands_every_trial(tmp_path):
 @pytest.mark.parametrize("edit,needle", [
     (("grid: {optimizer", "grid: {optimiser"), "unknown grid key(s) optimiser; allowed: dataset"),
     (("zo-sgd]", "zo-sgdd]"), "optimizer='zo-sgdd' is not valid; choose one of: fo-sgd"),
-    (("epochs: 1", "epochs: 0"), "epochs=0 is out of range"),
+    (("epochs: 1", "epochs: -1"), "epochs=-1 is out of range"),
     (("run: {", "runs: {"), "unknown key(s) runs"),
     (("max_failures: 2", "max_failures: -1"), "run.max_failures=-1 must be an integer >= 0"),
     (("cpu: 1", "cpu: 0"), "resources.cpu=0 must be a number > 0"),

@@ -244,3 +244,40 @@ def test_checkpoint_holding_a_pickled_callable_is_refused_without_running_it(cap
     assert "(it refers to getattr, which is not tensors or plain data)" in lines[0]
     assert "delete it" in lines[0]
     assert not target.exists()
+
+
+@pytest.mark.parametrize("scope, bottleneck, buffered", [
+    ("adapter", 8, True),  # adapters and head: ~2 % of the model -> the fast step
+    ("full", 8, False),  # the whole backbone trains -> lean (seed-only), memory first
+])
+def test_trial_tells_the_auto_step_regime_the_model_size(scope, bottleneck, buffered):
+    from zeroflow.config import make_config
+    from zeroflow.trial import _GroupStepper, build_learner
+
+    config = make_config({"method": "finetune", "finetune_scope": scope, "optimizer": "zo-sgd",
+                          "adapter_bottleneck": bottleneck})
+    learner, _ = build_learner(config, torch.device("cpu"))
+    learner.before_task(0)
+    numel = sum(p.numel() for p in learner.parameters())
+    group = learner.param_groups()[0]
+    trainable = sum(p.numel() for p in group.params)
+    stepper = _GroupStepper(group, config, 0, 0, 1, numel)
+    assert stepper.main.buffered is buffered, (trainable, numel)
+    # without the model size, auto sees only the (small) trainable count and picks fast
+    assert _GroupStepper(group, config, 0, 0, 1).main.buffered is True
+
+
+def test_run_trial_gives_every_optimizer_the_model_size(monkeypatch):
+    import zeroflow.trial as trial_mod
+
+    seen = []
+    real = trial_mod._GroupStepper.__init__
+
+    def spy(self, group, config, task, index, epochs, model_numel=None):
+        seen.append(model_numel)
+        real(self, group, config, task, index, epochs, model_numel)
+
+    monkeypatch.setattr(trial_mod._GroupStepper, "__init__", spy)
+    run_trial({"method": "finetune", "finetune_scope": "full", "optimizer": "zo-sgd",
+               "epochs": 1, "limit_batches": 1, "samples_per_class": 4})
+    assert len(seen) == 5 and all(n is not None and n > 200_000 for n in seen), seen

@@ -58,7 +58,7 @@ class TrialConfig:
     lr: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
     q: int = field(default=1, metadata=_range(1))
     mu: float = field(default=1e-3, metadata=_range(0.0, lo_open=True))
-    epochs: int = field(default=3, metadata=_range(1))
+    epochs: int = field(default=3, metadata=_range(0))  # 0: the untrained baseline
     batch_size: int = field(default=32, metadata=_range(1))
     seed: int = field(default=0, metadata=_range(0))
     order_seed: int = field(default=1993, metadata=_range(0))

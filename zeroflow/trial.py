@@ -129,9 +129,13 @@ def batches(dataset, indices: np.ndarray | torch.Tensor, batch_size: int, device
         yield make_batch(dataset, chunk, device)
 
 
-def optimizer_hparams(config: TrialConfig, name: str, seed: int, lr: float | None) -> dict:
-    """The trial's settings that optimizer ``name`` accepts."""
+def optimizer_hparams(config: TrialConfig, name: str, seed: int, lr: float | None,
+                      model_numel: int | None = None) -> dict:
+    """The trial's settings that optimizer ``name`` accepts. ``model_numel`` (the learner's
+    parameter count) lets ``direction_buffer="auto"`` pick the fast step for adapters and the
+    lean one when the backbone itself trains."""
     values = {
+        "model_numel": model_numel,
         "lr": config.resolved_lr if lr is None else lr,
         "mu": config.mu, "q": config.q, "seed": seed, "weight_decay": config.weight_decay,
         "momentum": config.momentum, "perturbation": config.perturbation,
@@ -145,18 +149,20 @@ class _GroupStepper:
     """One parameter group's optimizers for a task: the configured one, and for the hybrid
     schedule its first-order counterpart for the first ``hybrid_epochs`` epochs."""
 
-    def __init__(self, group, config: TrialConfig, task: int, index: int, epochs: int):
+    def __init__(self, group, config: TrialConfig, task: int, index: int, epochs: int,
+                 model_numel: int | None = None):
         self.group, self.index = group, index
         self.name = group.optimizer or config.optimizer
         seed = derive_seed(config.seed, _OPT_STREAM, task, index)
-        self.main = optim.build(self.name, group.params,
-                                **optimizer_hparams(config, self.name, seed, group.lr))
+        self.main = optim.build(self.name, group.params, **optimizer_hparams(
+            config, self.name, seed, group.lr, model_numel))
         self.hybrid = None
         if group.optimizer is None and config.hybrid_epochs > 0 and not optim.is_first_order(
                 self.name):
             fo = optim.fo_counterpart(self.name)
             self.hybrid = optim.HybridSchedule(config.hybrid_epochs)
-            self.fo = optim.build(fo, group.params, **optimizer_hparams(config, fo, seed, group.lr))
+            self.fo = optim.build(fo, group.params,
+                                  **optimizer_hparams(config, fo, seed, group.lr, model_numel))
         self.schedulers = [
             torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1),
                                                        eta_min=config.min_lr)
@@ -299,7 +305,8 @@ def run_trial(
             learner.before_task(t)
             learner.to(device)
             epochs = learner.epochs(t)
-            steppers = [_GroupStepper(g, config, t, i, epochs)
+            numel = sum(p.numel() for p in learner.parameters())
+            steppers = [_GroupStepper(g, config, t, i, epochs, numel)
                         for i, g in enumerate(learner.param_groups())]
             train_set = scenario.train_set(t)
             aug_seed = derive_seed(config.seed, _AUG_STREAM, t)

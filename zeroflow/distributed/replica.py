@@ -138,7 +138,8 @@ class Replica:
         self.learner.to(self.device)
         self.learner.train()
         epochs = self.learner.epochs(task)
-        self.steppers = [_GroupStepper(g, self.trial_config, task, i, epochs)
+        numel = sum(p.numel() for p in self.learner.parameters())
+        self.steppers = [_GroupStepper(g, self.trial_config, task, i, epochs, numel)
                          for i, g in enumerate(self.learner.param_groups())]
         self.task = task
         self._train_set, self._epoch = self.scenario.train_set(task), None

@@ -189,8 +189,10 @@ class _OverrideValue:
     def __init__(self, key: str, rules: list[tuple[dict, dict]], default: Any):
         self.key, self.rules, self.default = key, rules, default
 
-    def __call__(self, spec) -> Any:
-        config = spec.config if hasattr(spec, "config") else spec["config"]
+    def __call__(self, config) -> Any:
+        # Ray passes the resolved config itself; called with a spec that holds it (Ray's old
+        # form) it would log a deprecation warning per trial, so that form is not relied on
+        config = config.config if hasattr(config, "config") else config
         value = self.default
         for when, settings in self.rules:
             if self.key in settings and _matches(when, config):
