@@ -6,6 +6,7 @@ and a restored sweep continues its trials' runs.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -59,8 +60,6 @@ def _init_ray(address: str | None, log_to_driver: bool = True) -> bool:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
         return bool(address)
-    import logging
-
     kwargs: dict[str, Any] = {"log_to_driver": log_to_driver}
     if not log_to_driver:  # quiet: no "Started a local Ray instance", no Optuna study lines
         kwargs["logging_level"] = logging.WARNING
@@ -109,6 +108,8 @@ def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
     uri = tracking_uri or default_tracking_uri()
     if verbose == 0:  # Tune's legacy reporter prints nothing at 0 (the new one, a header box)
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        # nor "callbacks.on_trial_result took 1.3 s" (the MLflow callback waiting on SQLite)
+        logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
     _warn_cluster(storage, _init_ray(address, log_to_driver=verbose > 0), uri)
     _frequent_experiment_state()
     callback = MLflowSweepCallback(space.name, uri, space.varying,
