@@ -99,7 +99,25 @@ def test_shipped_spaces_are_valid():
     root = pathlib.Path(__file__).resolve().parents[1] / "tune_spaces"
     sizes = {p.stem: load_space(p).n_trials for p in sorted(root.glob("*.yaml"))}
     assert sizes == {"enhancements": 17, "query_budget": 12, "quickstart": 36, "table1": 72,
-                     "table2_efficiency": 18, "sharpness_digits": 18, "tune_lr": 60}
+                     "table2_efficiency": 18, "sharpness_digits": 18, "tune_lr": 60,
+                     "adaptation_gain": 30}
+
+
+def test_adaptation_gain_runs_the_quickstarts_ease_rows_and_an_untrained_row():
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "tune_spaces"
+    quick = {c.optimizer: c.to_dict() for c in load_space(root / "quickstart.yaml").configs
+             if c.method == "ease"}
+    space = load_space(root / "adaptation_gain.yaml")
+    gain = [c.to_dict() for c in space.configs]
+    assert len(quick) == 9 and len(gain) == 10
+    assert space.run["num_samples"] == 3 and space.seeds_from_samples  # seeds 0, 1, 2
+    for config in gain:
+        if config["epochs"] == 0:
+            continue
+        assert {**config, "seed": 0} == quick[config["optimizer"]], config["optimizer"]
+    assert [c["epochs"] for c in gain].count(0) == 1
 
 
 def test_no_string_or_yaml_tag_in_a_space_is_ever_evaluated(tmp_path):

@@ -281,3 +281,14 @@ def test_run_trial_gives_every_optimizer_the_model_size(monkeypatch):
     run_trial({"method": "finetune", "finetune_scope": "full", "optimizer": "zo-sgd",
                "epochs": 1, "limit_batches": 1, "samples_per_class": 4})
     assert len(seen) == 5 and all(n is not None and n > 200_000 for n in seen), seen
+
+
+def test_zero_epochs_is_the_untrained_baseline_whatever_the_seed():
+    """EASE with epochs 0: no step, no forward pass of training, and prototypes of untrained
+    adapters (zero up-projections), so the seed that would init and train them changes nothing."""
+    cfg = {"method": "ease", "optimizer": "zo-sgd", "epochs": 0, "samples_per_class": 8}
+    a, b = run_trial({**cfg, "seed": 0}), run_trial({**cfg, "seed": 1})
+    assert a.summary["forward_passes"] == 0 and a.summary["steps"] == 0
+    assert np.array_equal(a.matrix.a, b.matrix.a, equal_nan=True)
+    trained = run_trial({**cfg, "epochs": 1, "lr": 0.05, "seed": 0})
+    assert trained.summary["forward_passes"] > 0
