@@ -59,3 +59,23 @@ def headless_browser(tmp_path):
         yield browser
     finally:
         browser.quit()
+
+
+@pytest.fixture
+def interrupt_trial():
+    """``interrupt_trial(config, checkpoint_dir, task=0)``: run a trial that dies right after it
+    reported ``task`` (that task's checkpoint written), as a crash would leave it for resume."""
+    from zeroflow.trial import run_trial
+
+    class Crash(Exception):
+        pass
+
+    def run(config, checkpoint_dir, task: int = 0) -> None:
+        def reporter(report):
+            if report.task == task:
+                raise Crash
+
+        with pytest.raises(Crash):
+            run_trial(config, reporter, checkpoint_dir=checkpoint_dir)
+
+    return run

@@ -251,7 +251,7 @@ def test_report_draws_old_new_losses_and_tabulates_sharpness_against_forgetting(
     assert (tmp_path / "out" / "sharpness_forgetting.md").read_text().count("\n|") >= 6
 
 
-def test_probe_series_survive_a_resume_and_reach_the_reconciliation_path(tmp_path):
+def test_probe_series_survive_a_resume_and_reach_the_reconciliation_path(tmp_path, interrupt_trial):
     """A trial resumed from its task checkpoint returns (and stores) the same probe series as an
     uninterrupted one; the sweep callback's reconciliation reads them back from the checkpoint."""
     from types import SimpleNamespace
@@ -263,14 +263,7 @@ def test_probe_series_survive_a_resume_and_reach_the_reconciliation_path(tmp_pat
     cfg = {**TINY, "optimizer": "zo-sgd", "track_task_losses": 5}
     straight = run_trial(cfg)
 
-    class Crash(Exception):
-        pass
-
-    def crash(report):
-        raise Crash
-
-    with pytest.raises(Crash):
-        run_trial(cfg, crash, checkpoint_dir=tmp_path / "ck")
+    interrupt_trial(cfg, tmp_path / "ck")
     resumed = run_trial(cfg, checkpoint_dir=tmp_path / "ck")
     assert resumed.series == straight.series
     assert [p[0] for p in straight.series[1]["task_loss_0"]] == [10]  # steps 7..12

@@ -49,20 +49,12 @@ def test_training_beats_chance_and_zo_moves_the_adapter():
 
 @pytest.mark.parametrize("method,optimizer", [("ease", "zo-sgd"), ("zofc", "zo-adam"),
                                               ("finetune", "forward-grad")])
-def test_resumed_trial_ends_bit_identical(tmp_path, method, optimizer):
+def test_resumed_trial_ends_bit_identical(tmp_path, method, optimizer, interrupt_trial):
     cfg = dict(dataset="digits", init_cls=4, increment=3, epochs=2, limit_batches=2,
                batch_size=16, method=method, optimizer=optimizer, hybrid_epochs=1, history=0.3)
     straight = run_trial(cfg, checkpoint_dir=tmp_path / "a")
 
-    class Crash(Exception):
-        pass
-
-    def crash_after_task_1(report):
-        if report.task == 1:
-            raise Crash
-
-    with pytest.raises(Crash):
-        run_trial(cfg, crash_after_task_1, checkpoint_dir=tmp_path / "b")
+    interrupt_trial(cfg, tmp_path / "b", task=1)
     logs = []
     resumed = run_trial(cfg, checkpoint_dir=tmp_path / "b", log=logs.append)
     assert any("resumed after task 2/3" in line for line in logs)
@@ -159,19 +151,13 @@ def test_hybrid_runs_first_order_then_forward_passes_within_each_task():
         assert task["forward_passes_task"] == steps * (1 + 1) + steps * (2 * q + 1)
 
 
-def test_cli_resumes_from_checkpoint_dir_and_refuses_another_config(capsys, tmp_path):
+def test_cli_resumes_from_checkpoint_dir_and_refuses_another_config(capsys, tmp_path,
+                                                                     interrupt_trial):
     cfg = dict(TINY, method="ease", optimizer="zo-sgd", limit_batches=2)
     argv = [f"{k}={v}" for k, v in cfg.items()]
     straight = run_trial(cfg)
 
-    class Crash(Exception):
-        pass
-
-    def crash_after_task_0(report):
-        raise Crash
-
-    with pytest.raises(Crash):
-        run_trial(cfg, crash_after_task_0, checkpoint_dir=tmp_path / "ck")
+    interrupt_trial(cfg, tmp_path / "ck")
     code, out, err = run_cli(capsys, "run", *argv, "--checkpoint-dir", str(tmp_path / "ck"))
     assert code == 0, err
     assert "resumed after task 1/2" in err
