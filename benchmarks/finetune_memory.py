@@ -1,7 +1,7 @@
 """Peak memory of ``finetune`` training the whole backbone (``finetune_scope=full``) or one
 adapter set, under first-order and forward-pass optimizers, against plain inference.
 
-    python benchmarks/finetune_memory.py                  # tiny ViT (32x32) on CPU
+    python benchmarks/finetune_memory.py                  # tiny ViT (16x16) on CPU
     python benchmarks/finetune_memory.py --backbone vit_base_patch16_224.augreg_in21k --batch 32
                                                           # ViT-B/16 (random weights) on GPU
 
@@ -10,7 +10,7 @@ construction (``_GroupStepper``: the configured optimizer with its momentum and 
 and training closure, stepped ``--steps`` times on one random batch of task 0. Memory is CUDA
 ``max_memory_allocated`` on GPU; on CPU the rise of the process's peak RSS above its RSS once
 the learner, optimizer and batch are built (the whole process is dominated by the Python/torch
-runtime, and peak RSS cannot be reset, hence one process per row).
+runtime, and memory a row frees is not handed back reliably, hence one process per row).
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def measure(args) -> dict:
     y = torch.randint(0, n_classes, (args.batch,), generator=gen).to(device)
     groups = learner.param_groups()
     trained = sum(p.numel() for g in groups for p in g.params)
-    stepper = _GroupStepper(groups[0], config, 0, 0, 1)
+    model_numel = sum(p.numel() for p in learner.parameters())  # as run_trial passes it
+    stepper = _GroupStepper(groups[0], config, 0, 0, 1, model_numel)
     opt = stepper.main
     for p in groups[0].params:
         p.requires_grad_(args.one != "inference" and opt.uses_backward)

@@ -1,6 +1,6 @@
 """Step time and peak memory of every optimizer against plain inference, on one ViT.
 
-    python benchmarks/optim_step.py                      # tiny ViT (32x32) on CPU
+    python benchmarks/optim_step.py                      # tiny ViT (16x16) on CPU
     python benchmarks/optim_step.py --backbone vit_base_patch16_224.augreg_in21k --batch 64
                                                          # ViT-B/16 (random weights) on GPU
     python benchmarks/optim_step.py --backbone vit_small_patch16_224 --full --batch 8 \

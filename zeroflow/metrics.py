@@ -13,6 +13,8 @@ Definitions (PILOT's, which the ZeroFlow paper inherits), with tasks 0..T:
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import math
 import resource
 import sys
@@ -89,9 +91,11 @@ class PeakMemory:
     """Peak memory in MB: CUDA ``max_memory_allocated`` on GPU; process peak RSS on CPU.
 
     The label says which one it is, since they are different quantities. Peak RSS is the whole
-    process's high-water mark (Python and libraries included). On Linux it is reset when this
-    object is made (``/proc/self/clear_refs``), so a process that runs several trials (a reused
-    Ray actor) reports each trial's own peak; elsewhere it is the process lifetime's.
+    process's high-water mark (Python and libraries included). On Linux it is reset to the current
+    RSS when this object is made (``/proc/self/clear_refs``), so a process that runs several
+    trials (a reused Ray actor) reports the peak during this trial, from a base that may still
+    hold what earlier trials' allocations kept resident; elsewhere, or where the reset is
+    refused, it is the process lifetime's.
     """
 
     def __init__(self, device: torch.device):
@@ -114,7 +118,15 @@ class PeakMemory:
 
 
 def _reset_peak_rss() -> None:
-    """Linux: set this process's peak RSS (VmHWM) to its current RSS; a no-op elsewhere."""
+    """Linux: set this process's peak RSS (VmHWM) to its current RSS; a no-op elsewhere.
+
+    Memory an earlier trial freed is first handed back to the OS where the allocator allows
+    (``gc.collect`` and glibc's ``malloc_trim``), so it does not stay counted as resident."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")

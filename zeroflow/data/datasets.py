@@ -83,7 +83,7 @@ class ImageDataset(Dataset):
         self.num_classes = len(self.classes)
         self.train = train
         self.image_size = image_size
-        from zeroflow.data.transforms import TestTransform, TrainTransform  # torchvision: ~1.5 s
+        from zeroflow.data.transforms import TestTransform, TrainTransform  # torchvision
 
         self.transform = TrainTransform(image_size) if train else TestTransform(image_size)
         self.seed = 0
@@ -144,7 +144,8 @@ class Cifar100Dataset(ImageDataset):
 
 def _cifar100_class(download: bool) -> type:
     """torchvision's CIFAR100, or (not downloading) a subclass that checks the files exist but
-    skips their md5. Imported here: torchvision costs ~1.5 s, which digits trials never pay."""
+    skips their md5. Imported here, not at module level: ``zeroflow.data`` itself does not
+    need torchvision (a trial imports it anyway, through timm)."""
     from torchvision.datasets import CIFAR100
 
     if download:

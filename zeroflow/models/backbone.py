@@ -33,7 +33,7 @@ from zeroflow.seeding import derive_seed
 #: ``vit_base_patch16_224`` resolves to in21k→in1k fine-tuned weights in current timm.
 PAPER_BACKBONE = "vit_base_patch16_224.augreg_in21k"
 
-#: The embedded tiny backbone: 3×32×32 inputs in [0, 1], no mean/std normalisation.
+#: The embedded tiny backbone: 3×16×16 inputs in [0, 1], no mean/std normalisation.
 TINY_VIT_CONFIG: dict = dict(
     img_size=16, patch_size=4, embed_dim=64, depth=4, num_heads=2, mlp_ratio=4.0
 )

@@ -10,8 +10,8 @@ jittered parameters, a random affine map, stroke width, blur and ink level, and 
 its CLS feature the ViT learns to classify the glyph class (cross-entropy) and to reconstruct its
 input at 8×8 (MSE; a dense signal that makes a from-scratch ViT learn within minutes and keeps
 the ink layout in the CLS token). Only the bare ViT is kept. Everything is CPU, float32, seeded
-private generators (model init forks the global RNG), fixed hyper-parameters; about 5 minutes on
-2 idle cores.
+private generators (model init forks the global RNG), fixed hyper-parameters; about 1.5 minutes
+on 2 idle cores.
 
 ``digits_prototype_accuracy`` measures transfer to the embedded benchmark (scikit-learn digits):
 nearest-class-mean top-1 with cosine similarity on frozen CLS features.

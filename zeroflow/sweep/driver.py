@@ -108,7 +108,7 @@ def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
     uri = tracking_uri or default_tracking_uri()
     if verbose == 0:  # Tune's legacy reporter prints nothing at 0 (the new one, a header box)
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-        # nor "callbacks.on_trial_result took 1.3 s" (the MLflow callback waiting on SQLite)
+        # nor "callbacks.on_trial_result took 1.3 s" (the driver's MLflow callback)
         logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
     _warn_cluster(storage, _init_ray(address, log_to_driver=verbose > 0), uri)
     _frequent_experiment_state()
@@ -133,7 +133,7 @@ def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
             trial_name_creator=lambda t: trial_name(t.config, space.varying),
             trial_dirname_creator=lambda t: f"{t.trial_id}",
             # a finished trial's worker process runs the next one: torch and timm are imported
-            # once per worker, not once per trial (~4 s each on the quickstart's cores)
+            # once per worker, not once per trial (~5 s each on the quickstart's cores)
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(

@@ -190,8 +190,9 @@ class _OverrideValue:
         self.key, self.rules, self.default = key, rules, default
 
     def __call__(self, config) -> Any:
-        # Ray passes the resolved config itself; called with a spec that holds it (Ray's old
-        # form) it would log a deprecation warning per trial, so that form is not relied on
+        # Ray's Tuner hands the spec (the config under ``.config``), ``generate_variants`` the
+        # config itself; either resolves here, never through Ray's fallback that logs a
+        # deprecation warning per trial
         config = config.config if hasattr(config, "config") else config
         value = self.default
         for when, settings in self.rules:
