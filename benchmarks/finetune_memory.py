@@ -6,7 +6,7 @@ adapter set, under first-order and forward-pass optimizers, against plain infere
                                                           # ViT-B/16 (random weights) on GPU
 
 Each row runs in its own subprocess: the real ``Finetune`` learner, the trial loop's optimizer
-construction (``_GroupStepper``: the configured optimizer with its momentum and weight decay)
+construction (``task_steppers``: the configured optimizer with its momentum and weight decay)
 and training closure, stepped ``--steps`` times on one random batch of task 0. Memory is CUDA
 ``max_memory_allocated`` on GPU; on CPU the rise of the process's peak RSS above its RSS once
 the learner, optimizer and batch are built (the whole process is dominated by the Python/torch
@@ -52,7 +52,7 @@ def measure(args) -> dict:
     """One row: ``args.one`` (an optimizer, or 'inference') with ``args.scope``."""
     from zeroflow.config import make_config
     from zeroflow.methods.finetune import Finetune
-    from zeroflow.trial import _closure, _GroupStepper
+    from zeroflow.trial import _closure, task_steppers
 
     device = torch.device(args.device)
     n_classes = 10
@@ -70,8 +70,7 @@ def measure(args) -> dict:
     y = torch.randint(0, n_classes, (args.batch,), generator=gen).to(device)
     groups = learner.param_groups()
     trained = sum(p.numel() for g in groups for p in g.params)
-    model_numel = sum(p.numel() for p in learner.parameters())  # as run_trial passes it
-    stepper = _GroupStepper(groups[0], config, 0, 0, 1, model_numel)
+    stepper = task_steppers(learner, config, 0, 1)[0]  # as run_trial builds it
     opt = stepper.main
     for p in groups[0].params:
         p.requires_grad_(args.one != "inference" and opt.uses_backward)

@@ -238,17 +238,15 @@ def test_checkpoint_holding_a_pickled_callable_is_refused_without_running_it(cap
 ])
 def test_trial_tells_the_auto_step_regime_the_model_size(scope, bottleneck, buffered):
     from zeroflow.config import make_config
-    from zeroflow.trial import _GroupStepper, build_learner
+    from zeroflow.trial import _GroupStepper, build_learner, task_steppers
 
     config = make_config({"method": "finetune", "finetune_scope": scope, "optimizer": "zo-sgd",
                           "adapter_bottleneck": bottleneck})
     learner, _ = build_learner(config, torch.device("cpu"))
     learner.before_task(0)
-    numel = sum(p.numel() for p in learner.parameters())
     group = learner.param_groups()[0]
-    trainable = sum(p.numel() for p in group.params)
-    stepper = _GroupStepper(group, config, 0, 0, 1, numel)
-    assert stepper.main.buffered is buffered, (trainable, numel)
+    stepper = task_steppers(learner, config, 0, 1)[0]
+    assert stepper.main.buffered is buffered, sum(p.numel() for p in group.params)
     # without the model size, auto sees only the (small) trainable count and picks fast
     assert _GroupStepper(group, config, 0, 0, 1).main.buffered is True
 

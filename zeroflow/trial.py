@@ -193,6 +193,14 @@ class _GroupStepper:
         return sum(opt.forward_passes for opt in self.optimizers())
 
 
+def task_steppers(learner, config: TrialConfig, task: int, epochs: int) -> list[_GroupStepper]:
+    """The steppers of every parameter group of ``learner`` for ``task``, each told the
+    learner's parameter count (``direction_buffer="auto"`` picks the step regime by it)."""
+    numel = sum(p.numel() for p in learner.parameters())
+    return [_GroupStepper(g, config, task, i, epochs, numel)
+            for i, g in enumerate(learner.param_groups())]
+
+
 def _save_checkpoint(directory: Path, payload: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / (CHECKPOINT_FILE + ".tmp")
@@ -305,9 +313,7 @@ def run_trial(
             learner.before_task(t)
             learner.to(device)
             epochs = learner.epochs(t)
-            numel = sum(p.numel() for p in learner.parameters())
-            steppers = [_GroupStepper(g, config, t, i, epochs, numel)
-                        for i, g in enumerate(learner.param_groups())]
+            steppers = task_steppers(learner, config, t, epochs)
             train_set = scenario.train_set(t)
             aug_seed = derive_seed(config.seed, _AUG_STREAM, t)
             if pool is not None:

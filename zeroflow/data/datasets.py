@@ -23,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
+from torchvision.datasets import CIFAR100, ImageFolder
 
+from zeroflow.data.transforms import TestTransform, TrainTransform
 from zeroflow.errors import ConfigError, DataError
 from zeroflow.seeding import derive_seed
 
@@ -83,8 +85,6 @@ class ImageDataset(Dataset):
         self.num_classes = len(self.classes)
         self.train = train
         self.image_size = image_size
-        from zeroflow.data.transforms import TestTransform, TrainTransform  # torchvision
-
         self.transform = TrainTransform(image_size) if train else TestTransform(image_size)
         self.seed = 0
         self.epoch = 0
@@ -95,8 +95,6 @@ class ImageDataset(Dataset):
 
     def eval_view(self) -> ImageDataset:
         """A view of the same images with the test transform (no augmentation)."""
-        from zeroflow.data.transforms import TestTransform
-
         view = copy.copy(self)
         view.train, view.transform = False, TestTransform(self.image_size)
         return view
@@ -122,8 +120,6 @@ class FolderDataset(ImageDataset):
     """``<split_dir>/<class>/<image>`` read with torchvision's ImageFolder (RGB PIL images)."""
 
     def __init__(self, split_dir: Path, train: bool, image_size: int):
-        from torchvision.datasets import ImageFolder
-
         self.folder = ImageFolder(str(split_dir))
         super().__init__(self.folder.targets, self.folder.classes, train, image_size)
 
@@ -134,7 +130,7 @@ class FolderDataset(ImageDataset):
 class Cifar100Dataset(ImageDataset):
     """CIFAR-100 from torchvision's arrays (32x32 RGB uint8), upscaled by the transforms."""
 
-    def __init__(self, cifar, train: bool, image_size: int):
+    def __init__(self, cifar: CIFAR100, train: bool, image_size: int):
         self.data = cifar.data
         super().__init__(cifar.targets, cifar.classes, train, image_size)
 
@@ -142,21 +138,12 @@ class Cifar100Dataset(ImageDataset):
         return Image.fromarray(self.data[index])
 
 
-def _cifar100_class(download: bool) -> type:
-    """torchvision's CIFAR100, or (not downloading) a subclass that checks the files exist but
-    skips their md5. Imported here, not at module level: ``zeroflow.data`` itself does not
-    need torchvision (a trial imports it anyway, through timm)."""
-    from torchvision.datasets import CIFAR100
+class _CIFAR100Present(CIFAR100):
+    """CIFAR100 that checks the files exist but skips their md5 (used when not downloading)."""
 
-    if download:
-        return CIFAR100
-
-    class _CIFAR100Present(CIFAR100):
-        train_list = [["train", None]]
-        test_list = [["test", None]]
-        meta = {"filename": "meta", "key": "fine_label_names", "md5": None}
-
-    return _CIFAR100Present
+    train_list = [["train", None]]
+    test_list = [["test", None]]
+    meta = {"filename": "meta", "key": "fine_label_names", "md5": None}
 
 
 def _load_digits(root: Path, image_size: int, download: bool):
@@ -177,14 +164,14 @@ def _load_digits(root: Path, image_size: int, download: bool):
 
 
 def _load_cifar100(root: Path, image_size: int, download: bool):
-    cls = _cifar100_class(download)
-    folder = root / cls.base_folder
+    folder = root / CIFAR100.base_folder
     missing = [n for n in ("train", "test", "meta") if not (folder / n).is_file()]
     if missing and not download:
         raise DataError(
             f"CIFAR-100 not found: {folder} lacks {', '.join(missing)}; pass download=true "
             f"or place cifar-100-python/{{train,test,meta}} under {root}"
         )
+    cls = CIFAR100 if download else _CIFAR100Present
     try:
         splits = [cls(str(root), train=t, download=download) for t in (True, False)]
     except (RuntimeError, OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:

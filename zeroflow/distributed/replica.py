@@ -131,16 +131,14 @@ class Replica:
         return trainable_checksum(self.learner)
 
     def _enter(self, task: int) -> None:
-        from zeroflow.trial import _GroupStepper
+        from zeroflow.trial import task_steppers
 
         for t in range(self.learner.task + 1, task + 1):
             self.learner.before_task(t)
         self.learner.to(self.device)
         self.learner.train()
         epochs = self.learner.epochs(task)
-        numel = sum(p.numel() for p in self.learner.parameters())
-        self.steppers = [_GroupStepper(g, self.trial_config, task, i, epochs, numel)
-                         for i, g in enumerate(self.learner.param_groups())]
+        self.steppers = task_steppers(self.learner, self.trial_config, task, epochs)
         self.task = task
         self._train_set, self._epoch = self.scenario.train_set(task), None
 
