@@ -258,7 +258,7 @@ def test_probe_series_survive_a_resume_and_reach_the_reconciliation_path(tmp_pat
 
     from ray.tune import Checkpoint
 
-    from zeroflow.tracking.callback import _checkpoint_results
+    from zeroflow.sweep.mlflow_callback import _checkpoint_results
 
     cfg = {**TINY, "optimizer": "zo-sgd", "track_task_losses": 5}
     straight = run_trial(cfg)

@@ -13,7 +13,7 @@ import ray
 
 from zeroflow.cli import main
 from zeroflow.errors import ConfigError
-from zeroflow.sweep import FAULT_ENV, run_sweep
+from zeroflow.sweep import run_sweep
 from zeroflow.trial import run_trial
 
 pytestmark = pytest.mark.ray
@@ -22,14 +22,57 @@ BASE = dict(dataset="digits", init_cls=4, increment=3, epochs=2, limit_batches=2
             samples_per_class=20)
 
 
+FAULT_ENV = "ZEROFLOW_TEST_FAULT"  # a file holding "raise|kill:<task>:<marker>", or nothing
+
+
+def _install_fault() -> None:
+    """Ray's worker_process_setup_hook: in every trial process, wrap ``run_trial`` so that a
+    trial dies once (raises, or SIGKILLs its process) at the start of task <task>'s second
+    epoch, as the file named by ``$ZEROFLOW_TEST_FAULT`` says; the marker file makes it once.
+    A test hook lives here, not in the trainable."""
+    import signal
+    from pathlib import Path
+
+    import zeroflow.trial
+
+    real = zeroflow.trial.run_trial
+
+    def maybe_fault(task: int) -> None:
+        spec_file = os.environ.get(FAULT_ENV, "")
+        spec = Path(spec_file).read_text().strip() if os.path.exists(spec_file) else ""
+        if not spec:
+            return
+        kind, at, marker = spec.split(":", 2)
+        if int(at) != task or os.path.exists(marker):
+            return
+        Path(marker).write_text(kind)
+        if kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError(f"injected fault in task {task}")
+
+    def run_trial(config, reporter=None, *, on_epoch=None, **kwargs):
+        def epoch_hook(task: int, epoch: int) -> None:
+            if on_epoch is not None:
+                on_epoch(task, epoch)
+            if epoch == 1:
+                maybe_fault(task)
+
+        return real(config, reporter, on_epoch=epoch_hook, **kwargs)
+
+    zeroflow.trial.run_trial = run_trial
+
+
 @pytest.fixture(scope="module")
 def ray_session(tmp_path_factory):
     fault_spec = tmp_path_factory.mktemp("fault") / "spec"
-    os.environ[FAULT_ENV] = str(fault_spec)  # read by trial workers, which inherit it
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from ray import cloudpickle  # the hook travels by value: workers cannot import this module
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={
+        "worker_process_setup_hook": _install_fault,
+        "env_vars": {FAULT_ENV: str(fault_spec)}})
     yield fault_spec
     ray.shutdown()
-    os.environ.pop(FAULT_ENV, None)
 
 
 def space_file(tmp_path, name, grid, run="{max_failures: 2, max_concurrent: 2}", **sections):

@@ -2,8 +2,8 @@
 
 One module per concern: ``space`` (the space-file language), ``trainable`` (the Ray trainable),
 ``driver`` (launch, resume, summary), ``search`` (searchers and schedulers), ``progress`` (the
-status lines), ``storage`` (where a sweep lives). The MLflow callback lives with the rest of
-the MLflow code, in ``zeroflow.tracking.callback``. The names below are the public ones.
+status lines), ``storage`` (where a sweep lives), ``mlflow_callback`` (the driver's MLflow
+logging as a Tune callback, over ``zeroflow.tracking``). The names below are the public ones.
 """
 
 from zeroflow.sweep.driver import (
@@ -16,19 +16,19 @@ from zeroflow.sweep.driver import (
     summary_table,
 )
 from zeroflow.sweep.space import GRID_POINT, Space, load_space, trial_config, trial_name
-from zeroflow.sweep.trainable import FAULT_ENV, zeroflow_trainable
+from zeroflow.sweep.trainable import zeroflow_trainable
 
 
 def __getattr__(name):
-    # sweeps launched before the split pickled their callback as zeroflow.sweep.MLflowSweepCallback
+    # imported on use (it needs Ray); sweeps launched before the split pickled it by this name
     if name == "MLflowSweepCallback":
-        from zeroflow.tracking.callback import MLflowSweepCallback
+        from zeroflow.sweep.mlflow_callback import MLflowSweepCallback
 
         return MLflowSweepCallback
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["DEFAULT_STORAGE", "FAULT_ENV", "GRID_POINT", "SPACE_COPY", "Space", "best_trial",
+__all__ = ["DEFAULT_STORAGE", "GRID_POINT", "SPACE_COPY", "Space", "best_trial",
            "load_space",
            "resume_sweep", "run_sweep", "saved_space", "summary_table", "trial_config",
            "trial_name", "zeroflow_trainable"]

@@ -1,6 +1,6 @@
 """The sweep driver: start Ray, launch or restore a ``Tuner`` over the trainable, summarise.
 
-MLflow is written by the driver only (``zeroflow.tracking.callback.MLflowSweepCallback``),
+MLflow is written by the driver only (``zeroflow.sweep.mlflow_callback.MLflowSweepCallback``),
 and a restored sweep continues its trials' runs.
 """
 
@@ -95,8 +95,8 @@ def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
     logs forwarded when > 0. ``progress``: print ``ProgressLine``'s status lines."""
     from ray import tune
 
+    from zeroflow.sweep.mlflow_callback import MLflowSweepCallback
     from zeroflow.tracking import default_tracking_uri
-    from zeroflow.tracking.callback import MLflowSweepCallback
 
     space = load_space(space_path, name)
     storage_path = _storage(storage)

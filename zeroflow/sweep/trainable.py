@@ -1,22 +1,17 @@
 """The Ray Tune trainable: ``run_trial`` reporting a checkpoint after every task.
 
 Each trial reports after every task with a checkpoint (``tune.report(..., checkpoint=...)``), so
-a retried trial restarts from its last finished task. ``$ZEROFLOW_INJECT_FAULT`` is a test hook
-that makes a trial die once, to exercise that retry.
+a retried trial restarts from its last finished task.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import tempfile
 from pathlib import Path
 
 from zeroflow.sweep.space import trial_config
-
-FAULT_ENV = "ZEROFLOW_INJECT_FAULT"  # test hook: a file holding "raise|kill:<task>:<marker>"
 
 
 def reported_last_task(result: dict | None) -> bool:
@@ -24,22 +19,6 @@ def reported_last_task(result: dict | None) -> bool:
     still running, has reported fewer tasks than ``n_tasks``."""
     result = result or {}
     return "n_tasks" in result and int(result.get("task", -1)) == int(result["n_tasks"]) - 1
-
-
-def _maybe_inject_fault(task: int) -> None:
-    """Test hook: die once (raise or SIGKILL) at the start of task ``task``'s second epoch,
-    as the file named by ``$ZEROFLOW_INJECT_FAULT`` says; the marker file makes it once."""
-    spec_file = os.environ.get(FAULT_ENV)
-    spec = Path(spec_file).read_text().strip() if spec_file and os.path.exists(spec_file) else ""
-    if not spec:
-        return
-    kind, at, marker = spec.split(":", 2)
-    if int(at) != task or os.path.exists(marker):
-        return
-    Path(marker).write_text(kind)
-    if kind == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    raise RuntimeError(f"injected fault in task {task}")
 
 
 def zeroflow_trainable(config: dict) -> None:
@@ -71,13 +50,8 @@ def zeroflow_trainable(config: dict) -> None:
         finally:  # tune.report has persisted the checkpoint by the time it returns
             shutil.rmtree(snapshot, ignore_errors=True)
 
-    def on_epoch(task: int, epoch: int) -> None:
-        if epoch == 1:
-            _maybe_inject_fault(task)
-
     try:
-        run_trial(trial_config(config), report, checkpoint_dir=workdir, resume_from=resume_from,
-                  on_epoch=on_epoch)
+        run_trial(trial_config(config), report, checkpoint_dir=workdir, resume_from=resume_from)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         if resume_from is not None:

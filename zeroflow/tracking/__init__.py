@@ -8,7 +8,7 @@ again by tags, so a resumed sweep continues its trials' runs instead of opening 
 
 Default store: ``sqlite:///<absolute path>/mlflow.db`` in the directory the user launched from;
 ``MLFLOW_TRACKING_URI`` points elsewhere (e.g. a server). The sweep driver's Ray Tune callback
-is ``zeroflow.tracking.callback.MLflowSweepCallback``.
+is ``zeroflow.sweep.mlflow_callback.MLflowSweepCallback``.
 """
 
 from __future__ import annotations
