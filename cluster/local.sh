@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # A real two-node Ray cluster on one machine, for tests and demos.
 #
-#   eval "$(cluster/local.sh up)"   # start head + worker; exports what a client needs
-#   cluster/local.sh status          # which of its processes live, and Ray's view of the nodes
-#   cluster/local.sh kill-worker     # SIGKILL the worker node (a lost machine), head untouched
-#   cluster/local.sh down            # stop exactly the processes `up` started
+#   eval "$(cluster/local.sh up)"       # start head + worker; exports what a client needs
+#   cluster/local.sh status              # which of its processes live, and Ray's view of the nodes
+#   cluster/local.sh kill-worker         # SIGKILL the worker node (a lost machine), head untouched
+#   cluster/local.sh kill-head           # SIGKILL the head node (GCS, dashboard, job drivers)
+#   eval "$(cluster/local.sh restart-head)"    # the head back (and the worker, which cannot
+#                                        # rejoin a new GCS by itself); exports again: new node ids
+#   eval "$(cluster/local.sh restart-worker)"  # the worker back (after kill-worker)
+#   cluster/local.sh down                # stop everything it started, a half-dead cluster too
 #
 # Each node is started in its own session (setsid), so every process Ray spawns for it (GCS,
 # raylet, dashboard, agents, workers, job drivers) carries that session id; `down` signals those
-# sessions and nothing else. Never `ray stop`: it kills every Ray process on the host.
+# sessions, plus strays: processes whose command line names the state folder (a node's
+# log_monitor outlives a raylet whose GCS died). Nothing else. Never `ray stop`: it kills every
+# Ray process on the host. After a head loss, a sweep job died with it: submit
+# `zeroflow resume NAME --storage ...` as a job once `restart-head` is through.
 #
 # Token authentication is on, the same way on every process: RAY_AUTH_MODE=token and
 # RAY_AUTH_TOKEN_PATH naming a token file in the state folder (mode 600). Clients export both.
@@ -53,7 +60,25 @@ session_pids() {
   ps -eo pid=,sid=,stat= | awk -v s="$(cat "$sid_file")" '$2 == s && $3 !~ /^Z/ { print $1 }'
 }
 
-all_pids() { session_pids head; session_pids worker; }
+# Live pids of processes outside the node sessions whose command line names the state folder.
+stray_pids() {
+  local sids
+  sids=$(cat "$DIR"/*.sid 2>/dev/null | tr '\n' ' ')
+  # through the environment, so that awk's own command line does not name the folder
+  ps -eo pid=,sid=,stat=,args= | ZF_DIR="$DIR/" ZF_SIDS=" $sids" awk '
+    $3 !~ /^Z/ && index($0, ENVIRON["ZF_DIR"]) && !index(ENVIRON["ZF_SIDS"], " " $2 " ") { print $1 }'
+}
+
+all_pids() { session_pids head; session_pids worker; stray_pids; }
+
+# Whether node $1 (head|worker) runs its raylet: a node without one is dead, whatever is left.
+node_alive() {
+  local pid
+  for pid in $(session_pids "$1"); do
+    [[ $(ps -o comm= -p "$pid" 2>/dev/null) == raylet ]] && return 0
+  done
+  return 1
+}
 
 # setsid'd `ray start`, recording the session id (= the pid of setsid's child) first.
 start_node() {
@@ -82,23 +107,21 @@ for n in json.load(sys.stdin):
         print(n["id"])' "$1"
 }
 
-cmd_up() {
-  [[ -n $RAY ]] || die "ray is not installed: pip install -e '.[cluster]'"
-  if [[ -n $(all_pids) ]]; then die "already up (state in $DIR); run 'down' first"; fi
-  mkdir -p "$DIR"; chmod 700 "$DIR"
-  if [[ ! -s $DIR/auth_token ]]; then
-    (umask 077; "$PYTHON" -c 'import secrets; print(secrets.token_hex(32))' >"$DIR/auth_token")
-  fi
-  auth_env
-  local common=(--dashboard-agent-listen-port=0 --node-ip-address "$IP"
-                --object-store-memory "$STORE_BYTES" --disable-usage-stats)
+start_head() {
   start_node head --head --port "$GCS_PORT" --temp-dir "$DIR/head" --num-cpus "$HEAD_CPUS" \
     --resources '{"zeroflow_head": 1}' --include-dashboard true --dashboard-host "$IP" \
     --dashboard-port "$DASH_PORT" --ray-client-server-port "$CLIENT_PORT" \
-    --min-worker-port "${HEAD_PORTS%-*}" --max-worker-port "${HEAD_PORTS#*-}" "${common[@]}"
+    --min-worker-port "${HEAD_PORTS%-*}" --max-worker-port "${HEAD_PORTS#*-}" "${COMMON[@]}"
+}
+
+start_worker() {
   start_node worker --address "$IP:$GCS_PORT" --temp-dir "$DIR/worker" \
     --num-cpus "$WORKER_CPUS" --resources '{"zeroflow_worker": 1}' \
-    --min-worker-port "${WORKER_PORTS%-*}" --max-worker-port "${WORKER_PORTS#*-}" "${common[@]}"
+    --min-worker-port "${WORKER_PORTS%-*}" --max-worker-port "${WORKER_PORTS#*-}" "${COMMON[@]}"
+}
+
+# Wait until both nodes are ALIVE in Ray's view, then print the export lines a client needs.
+wait_and_export() {
   local head="" worker="" i
   for i in $(seq 60); do
     head=$(node_id zeroflow_head || true); worker=$(node_id zeroflow_worker || true)
@@ -112,6 +135,47 @@ cmd_up() {
   echo "export RAY_AUTH_TOKEN_PATH=$DIR/auth_token"
   echo "export ZEROFLOW_HEAD_NODE_ID=$head"
   echo "export ZEROFLOW_WORKER_NODE_ID=$worker"
+}
+
+COMMON=(--dashboard-agent-listen-port=0 --node-ip-address "$IP"
+        --object-store-memory "$STORE_BYTES" --disable-usage-stats)
+
+cmd_up() {
+  [[ -n $RAY ]] || die "ray is not installed: pip install -e '.[cluster]'"
+  if node_alive head || node_alive worker; then
+    die "already up (state in $DIR): 'down' first, or 'restart-head' / 'restart-worker'"
+  fi
+  if [[ -n $(all_pids) ]]; then  # what a dead node left behind: nothing serves, clear it
+    echo "cluster/local.sh: clearing what a dead node left ($(all_pids | wc -l) processes)" >&2
+    stop_all
+  fi
+  mkdir -p "$DIR"; chmod 700 "$DIR"
+  if [[ ! -s $DIR/auth_token ]]; then
+    (umask 077; "$PYTHON" -c 'import secrets; print(secrets.token_hex(32))' >"$DIR/auth_token")
+  fi
+  auth_env
+  start_head
+  start_worker
+  wait_and_export
+}
+
+cmd_restart_head() {
+  [[ -f $DIR/auth_token ]] || die "never started here (state in $DIR): run 'up'"
+  auth_env
+  # a new GCS is a new cluster: the old worker cannot rejoin it, so it restarts too
+  stop_all
+  start_head
+  start_worker
+  wait_and_export
+}
+
+cmd_restart_worker() {
+  [[ -f $DIR/auth_token ]] || die "never started here (state in $DIR): run 'up'"
+  node_alive head || die "the head is down: use 'restart-head'"
+  auth_env
+  stop_sessions worker
+  start_worker
+  wait_and_export
 }
 
 # SIGTERM the node sessions, wait, SIGKILL what is left; fail if anything survives.
@@ -131,28 +195,44 @@ stop_sessions() {
   [[ -z $pids ]] || die "processes survived SIGKILL: $pids"
 }
 
-cmd_down() {
+# Both node sessions and the strays; the sid files go with them.
+stop_all() {
   stop_sessions worker head
+  local pids
+  pids=$(stray_pids)
+  if [[ -n $pids ]]; then
+    kill -KILL $pids 2>/dev/null || true
+    sleep 0.5
+    pids=$(stray_pids)
+    [[ -z $pids ]] || die "processes survived SIGKILL: $pids"
+  fi
   rm -f "$DIR/head.sid" "$DIR/worker.sid"
+}
+
+cmd_down() {
+  stop_all
   echo "cluster/local.sh: down (no process of it left)" >&2
 }
 
-cmd_kill_worker() {
+cmd_kill() {
   local pids
-  pids=$(session_pids worker)
-  [[ -n $pids ]] || die "no worker node is running"
+  pids=$(session_pids "$1")
+  [[ -n $pids ]] || die "no $1 node is running"
   kill -KILL $pids
-  echo "cluster/local.sh: worker node killed (pids $(echo $pids))" >&2
+  echo "cluster/local.sh: $1 node killed (pids $(echo $pids))" >&2
 }
 
 cmd_status() {
   local node pids
   for node in head worker; do
     pids=$(session_pids "$node")
-    if [[ -n $pids ]]; then echo "$node: up ($(echo "$pids" | wc -l) processes)"
+    if node_alive "$node"; then echo "$node: up ($(echo "$pids" | wc -l) processes)"
+    elif [[ -n $pids ]]; then echo "$node: dead ($(echo "$pids" | wc -l) processes left; 'down' clears them)"
     else echo "$node: down"; fi
   done
-  if [[ -n $(session_pids head) ]]; then
+  pids=$(stray_pids)
+  [[ -z $pids ]] || echo "strays: $(echo "$pids" | wc -l) processes naming $DIR ('down' clears them)"
+  if node_alive head; then
     auth_env
     "$PYTHON" - "$IP" "$DASH_PORT" <<'EOF' || echo "Ray's state API did not answer"
 import sys
@@ -169,6 +249,9 @@ case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  kill-worker) cmd_kill_worker ;;
-  *) echo "usage: cluster/local.sh up|down|status|kill-worker" >&2; exit 2 ;;
+  kill-worker) cmd_kill worker ;;
+  kill-head) cmd_kill head ;;
+  restart-head) cmd_restart_head ;;
+  restart-worker) cmd_restart_worker ;;
+  *) echo "usage: cluster/local.sh up|down|status|kill-worker|kill-head|restart-head|restart-worker" >&2; exit 2 ;;
 esac

@@ -36,6 +36,13 @@ class Cluster:
     def __init__(self, state: Path, env: dict[str, str]):
         self.state, self.env, self.exports, self.sids = state, env, {}, set()
 
+    def read_exports(self, stdout: str) -> None:
+        """Take the ``export K=V`` lines ``local.sh up`` (or a restart) printed."""
+        for line in stdout.splitlines():
+            assert line.startswith("export "), f"local.sh printed a non-export line: {line!r}"
+            key, value = line[len("export "):].split("=", 1)
+            self.exports[key] = value
+
     def client_env(self, **extra) -> dict[str, str]:
         return {**self.env, **self.exports, **extra}
 
@@ -77,18 +84,17 @@ def cluster(free_port):
         _sh(c, "down", timeout=120)
         reason = (up.stderr.strip().splitlines() or ["no output"])[-1]
         pytest.skip(f"two Ray nodes cannot start here: {reason}")
-    for line in up.stdout.splitlines():
-        assert line.startswith("export "), f"local.sh up printed a non-export line: {line!r}"
-        key, value = line[len("export "):].split("=", 1)
-        c.exports[key] = value
+    c.read_exports(up.stdout)
     yield c
     _sh(c, "down", timeout=120)
 
 
-def _submit(cluster, space: Path, storage: Path, uri: str, wait: bool = True,
-            submission_id: str | None = None) -> subprocess.CompletedProcess | str:
-    """``ray job submit --working-dir <repo> -- python -m zeroflow.cli sweep ...`` with the
-    driver pinned to the head node and MLflow's URI handed to it in the job's runtime env."""
+def _submit(cluster, space: Path | str, storage: Path, uri: str, wait: bool = True,
+            submission_id: str | None = None,
+            command: str = "sweep") -> subprocess.CompletedProcess | str:
+    """``ray job submit --working-dir <repo> -- python -m zeroflow.cli sweep ...`` (or
+    ``resume NAME``) with the driver pinned to the head node and MLflow's URI handed to it in
+    the job's runtime env."""
     cmd = [str(BIN / "ray"), "job", "submit", "--working-dir", str(ROOT),
            "--entrypoint-resources", json.dumps({"zeroflow_head": 0.01}),
            "--runtime-env-json", json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": uri}})]
@@ -96,10 +102,34 @@ def _submit(cluster, space: Path, storage: Path, uri: str, wait: bool = True,
         cmd += ["--submission-id", submission_id]
     if not wait:
         cmd.append("--no-wait")
-    cmd += ["--", sys.executable, "-m", "zeroflow.cli", "sweep", str(space),
+    cmd += ["--", sys.executable, "-m", "zeroflow.cli", command, str(space),
             "--storage", str(storage)]
     return subprocess.run(cmd, capture_output=True, text=True, env=cluster.client_env(),
                           timeout=600, cwd=ROOT)
+
+
+def _wait_for_a_logged_task(uri: str, experiment: str, node: str | None = None):
+    """Wait until a trial (on ``node``, if given) is RUNNING and has logged a task."""
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            runs = _trial_runs(uri, experiment)
+        except Exception:  # noqa: BLE001 - the store may not exist yet
+            runs = []
+        if [r for r in runs if r.info.status == "RUNNING" and "accuracy" in r.data.metrics
+                and node in (None, r.data.tags.get("zeroflow.node_id"))]:
+            return
+        time.sleep(0.5)
+    pytest.fail(f"no trial logged a task within 300 s ({experiment})")
+
+
+def _same_as_straight_runs(space: Path, runs: dict) -> None:
+    """Every trial's final metrics equal ``run_trial`` of its config, bit for bit."""
+    for config in load_space(space).configs:
+        straight = run_trial(config).summary
+        m = runs[config.optimizer].data.metrics
+        for key in ("avg", "last", "forgetting", "forward_passes"):
+            assert m[key] == straight[key], (config.optimizer, key)
 
 
 def _space(tmp_path: Path, name: str, **base) -> Path:
@@ -166,20 +196,7 @@ def test_losing_the_worker_node_mid_sweep_ends_with_undisturbed_metrics(cluster,
     sub = _submit(cluster, space, tmp_path / "runs", uri, wait=False,
                   submission_id=f"lose_worker_{os.getpid()}")
     assert sub.returncode == 0, sub.stderr[-2000:]
-    worker = cluster.exports["ZEROFLOW_WORKER_NODE_ID"]
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        try:
-            runs = _trial_runs(uri, "lose_worker")
-        except Exception:  # noqa: BLE001 - the store may not exist yet
-            runs = []
-        busy = [r for r in runs if r.data.tags.get("zeroflow.node_id") == worker
-                and r.info.status == "RUNNING" and "accuracy" in r.data.metrics]
-        if busy:
-            break
-        time.sleep(0.5)
-    else:
-        pytest.fail("no trial on the worker node logged a task within 300 s")
+    _wait_for_a_logged_task(uri, "lose_worker", cluster.exports["ZEROFLOW_WORKER_NODE_ID"])
     killed = _sh(cluster, "kill-worker", timeout=60)
     assert killed.returncode == 0, killed.stderr
 
@@ -201,11 +218,36 @@ def test_losing_the_worker_node_mid_sweep_ends_with_undisturbed_metrics(cluster,
     retried = [r for r in runs.values()
                if r.data.tags["zeroflow.node_id"] == cluster.exports["ZEROFLOW_HEAD_NODE_ID"]]
     assert len(retried) == 4, "after the loss every trial must have finished on the head"
-    for config in load_space(space).configs:
-        straight = run_trial(config).summary
-        m = runs[config.optimizer].data.metrics
-        for key in ("avg", "last", "forgetting", "forward_passes"):
-            assert m[key] == straight[key], (config.optimizer, key)
+    _same_as_straight_runs(space, runs)
+
+
+def test_losing_the_head_then_resume_as_a_job_finishes_every_trial_once(cluster, tmp_path):
+    """The README's recipe for a lost head: SIGKILL the head node (the sweep's job driver dies
+    with it) once a trial has logged a task, ``local.sh restart-head``, then ``zeroflow resume``
+    submitted as a job: every trial FINISHED in one MLflow run each, with the metrics of
+    uninterrupted runs."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = _space(tmp_path, "lose_head", epochs=1, batch_size=32)
+    sub = _submit(cluster, space, tmp_path / "runs", uri, wait=False,
+                  submission_id=f"lose_head_{os.getpid()}")
+    assert sub.returncode == 0, sub.stderr[-2000:]
+    _wait_for_a_logged_task(uri, "lose_head")
+    assert _sh(cluster, "kill-head", timeout=60).returncode == 0
+    restarted = _sh(cluster, "restart-head", timeout=300)
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    cluster.read_exports(restarted.stdout)
+    before = {r.data.tags["zeroflow.trial_id"] for r in _trial_runs(uri, "lose_head")}
+
+    job = _submit(cluster, "lose_head", tmp_path / "runs", uri, command="resume")
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:]
+    assert "sweep lose_head: 4 trials, 0 errored" in job.stdout, job.stdout[-3000:]
+    runs = _trial_runs(uri, "lose_head")
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs), [
+        (r.data.params["optimizer"], r.info.status) for r in runs]
+    assert before <= {r.data.tags["zeroflow.trial_id"] for r in runs}, "a run was opened twice"
+    runs = {r.data.params["optimizer"]: r for r in runs}
+    assert len(runs) == 4
+    _same_as_straight_runs(space, runs)
 
 
 def test_down_leaves_no_process_behind(cluster):

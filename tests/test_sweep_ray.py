@@ -25,11 +25,44 @@ BASE = dict(dataset="digits", init_cls=4, increment=3, epochs=2, limit_batches=2
 FAULT_ENV = "ZEROFLOW_TEST_FAULT"  # a file holding "raise|kill:<task>:<marker>", or nothing
 
 
+class Payload:
+    """Unpickling this creates the file ``target``: what a planted checkpoint could do."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (Path(self.target),))
+
+
+def _poison_newest_checkpoint(target: str) -> None:
+    """Replace the trial's newest checkpoint in storage by a pickle that runs code, its marker
+    kept consistent (as someone who replaced it on purpose would)."""
+    import json
+    from pathlib import Path
+
+    import torch
+    from ray import tune
+
+    from zeroflow.sweep import checkpoints
+
+    storage = tune.get_context().get_storage()
+    newest = checkpoints.newest(storage.storage_filesystem, storage.trial_fs_path)
+    folder = Path(newest.path)
+    torch.save({"version": 2, "task": 0, "config": {}, "hook": Payload(target)},
+               folder / "trial.pt")
+    marker = json.loads((folder / checkpoints.MARKER).read_text())
+    marker["bytes"] = (folder / "trial.pt").stat().st_size
+    (folder / checkpoints.MARKER).write_text(json.dumps(marker))
+
+
 def _install_fault() -> None:
     """Ray's worker_process_setup_hook: in every trial process, wrap ``run_trial`` so that a
-    trial dies once (raises, or SIGKILLs its process) at the start of task <task>'s second
-    epoch, as the file named by ``$ZEROFLOW_TEST_FAULT`` says; the marker file makes it once.
-    A test hook lives here, not in the trainable."""
+    trial dies once (raises, SIGKILLs its process, or poisons its newest checkpoint and raises)
+    at the start of task <task>'s second epoch, as the file named by ``$ZEROFLOW_TEST_FAULT``
+    says; the marker file makes it once. A test hook lives here, not in the trainable."""
     import signal
     from pathlib import Path
 
@@ -48,6 +81,8 @@ def _install_fault() -> None:
         Path(marker).write_text(kind)
         if kind == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if kind == "poison":
+            _poison_newest_checkpoint(marker + ".payload_ran")
         raise RuntimeError(f"injected fault in task {task}")
 
     def run_trial(config, reporter=None, *, on_epoch=None, **kwargs):
@@ -189,6 +224,33 @@ def test_trial_dying_mid_task_is_retried_from_its_checkpoint(ray_session, tmp_pa
     assert m["last"] == straight.summary["last"]
     assert m["forgetting"] == straight.summary["forgetting"]
     assert m["forward_passes"] == straight.summary["forward_passes"]
+
+
+def test_an_unsafe_checkpoint_ends_its_trial_once_naming_where_it_lives(ray_session, tmp_path,
+                                                                         capsys):
+    """A trial's newest checkpoint in storage replaced by a pickle that runs code: the retried
+    trial refuses it without running it, names its real place in the storage (not a temporary
+    copy), and ends once, FAILED, with that one line (no retries of a mistake)."""
+    marker = tmp_path / "died"
+    ray_session.write_text(f"poison:1:{marker}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = space_file(tmp_path, "poisoned", {"optimizer": ["zo-sgd"], "method": ["ease"]})
+    try:
+        code = main(["sweep", str(path), "--storage", str(tmp_path / "runs")])
+    finally:
+        ray_session.write_text("")
+    out, err = capsys.readouterr()
+    assert marker.exists(), "the fault was not injected"
+    assert not (tmp_path / "died.payload_ran").exists(), "the planted checkpoint ran code"
+    assert code == 1 and "sweep poisoned: 1 trials, 1 errored" in out, out[-3000:]
+    where = [ln for ln in (out + err).splitlines() if "cannot be loaded safely" in ln]
+    assert len(where) == 1, out + err
+    folder = tmp_path / "runs" / "poisoned"
+    assert f"checkpoint {folder}/" in where[0] and "/checkpoint_000000/trial.pt " in where[0]
+    assert "zf_restore_" not in where[0]
+    _, _, children = runs_of(uri, "poisoned")
+    assert len(children) == 1 and children[0].info.status == "FAILED"
+    assert "cannot be loaded safely" in children[0].data.tags["zeroflow.error"]
 
 
 @pytest.mark.browser

@@ -190,22 +190,26 @@ def cmd_trajectories(args) -> int:
     return 0
 
 
-def _print_summary(results, space) -> int:
+def _print_summary(results, space, uri: str) -> int:
+    """The sweep's table, its best trial and where its runs went (``uri``, the MLflow store the
+    driver logged to)."""
     from zeroflow.sweep import summary_table
-    from zeroflow.tracking import default_tracking_uri
+    from zeroflow.sweep.driver import failed_trials
 
     table = summary_table(results, space.varying)
+    failed = failed_trials(results, space.varying)
     print()
-    print(f"sweep {space.name}: {len(results)} trials, {results.num_errors} errored")
+    print(f"sweep {space.name}: {len(results)} trials, {len(failed)} errored")
+    for name, reason in failed:
+        print(f"  failed: {name}: {reason}")
     if len(table):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    uri = default_tracking_uri()
     _print_best(results, space, uri)
     if uri.startswith(("http://", "https://")):
         print(f"\nbrowse every run: open {uri} (the MLflow server)")
     else:
         print(f"\nbrowse every run: zeroflow ui   (MLflow store: {uri})")
-    return 1 if results.num_errors else 0
+    return 1 if failed else 0
 
 
 def _print_best(results, space, uri: str) -> None:
@@ -236,18 +240,20 @@ def _print_best(results, space, uri: str) -> None:
 
 def cmd_sweep(args) -> int:
     from zeroflow.sweep import run_sweep
+    from zeroflow.tracking import default_tracking_uri
 
     results, space = run_sweep(args.space, name=args.name, storage=args.storage,
                                address=args.address, verbose=1 if args.verbose else 0,
                                progress=not args.verbose)
-    return _print_summary(results, space)
+    return _print_summary(results, space, default_tracking_uri())
 
 
 def cmd_resume(args) -> int:
     from zeroflow.sweep import resume_sweep
+    from zeroflow.sweep.driver import sweep_path, tracking_uri_of
 
     results, space = resume_sweep(args.sweep, storage=args.storage, address=args.address)
-    return _print_summary(results, space)
+    return _print_summary(results, space, tracking_uri_of(sweep_path(args.sweep, args.storage)))
 
 
 def cmd_report(args) -> int:

@@ -5,7 +5,10 @@ The CLI prints these in one line and exits non-zero without a traceback.
 
 
 class ZeroflowError(Exception):
-    """Base class of every user-facing error."""
+    """Base class of every user-facing error. ``retryable``: whether running the same trial
+    again could succeed (a sweep retries only those; the others end the trial once)."""
+
+    retryable = False
 
 
 class ConfigError(ZeroflowError, ValueError):
@@ -34,3 +37,5 @@ class ReportError(ZeroflowError):
 
 class QueryWorkerError(ZeroflowError):
     """A query worker that failed, could not be (re-)created, or whose replica differs."""
+
+    retryable = True  # a lost node or actor: a retry on other nodes can succeed

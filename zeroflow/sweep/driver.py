@@ -6,8 +6,10 @@ and a restored sweep continues its trials' runs.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,11 +18,13 @@ from zeroflow.config import make_config
 from zeroflow.errors import ConfigError
 from zeroflow.sweep import search
 from zeroflow.sweep import storage as storage_mod
+from zeroflow.sweep.results import ERROR_KEY, failure, reported_last_task
 from zeroflow.sweep.space import GRID_POINT, Space, load_space, trial_config, trial_name
-from zeroflow.sweep.trainable import reported_last_task, zeroflow_trainable
+from zeroflow.sweep.trainable import zeroflow_trainable
 
 DEFAULT_STORAGE = storage_mod.DEFAULT_STORAGE
 SPACE_COPY = "zeroflow_space.yaml"  # the space file, kept beside Ray's experiment state
+SWEEP_INFO = "zeroflow_sweep.json"  # what the launch chose: its MLflow store (plain JSON)
 
 
 class TrialResources:
@@ -118,7 +122,10 @@ def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
                                     "trials": space.n_trials},
                                    space.text, stopper=space.scheduler and search.describe(
                                        space.scheduler))
+    storage_mod.make_private_dir(experiment)
     storage_mod.write_text(storage_mod.join(experiment, SPACE_COPY), space.text)
+    storage_mod.write_text(storage_mod.join(experiment, SWEEP_INFO),
+                           json.dumps({"tracking_uri": uri}))
     trainable = tune.with_resources(zeroflow_trainable, TrialResources(space.resources))
     tuner = tune.Tuner(
         trainable,
@@ -168,28 +175,75 @@ def best_trial(results, space: Space):
     return pick(complete, key=lambda r: r.metrics[metric]), metric
 
 
+def sweep_path(name_or_path: str, storage: str | os.PathLike | None = None) -> str:
+    """A sweep's folder: ``name_or_path`` itself when it is a folder or URI, else the sweep of
+    that name in ``storage``."""
+    if storage_mod.is_uri(name_or_path) or Path(name_or_path).expanduser().is_dir():
+        return storage_mod.resolve(name_or_path)
+    return storage_mod.join(_storage(storage), name_or_path)
+
+
+def tracking_uri_of(path: str) -> str:
+    """Where a resume of the sweep at ``path`` logs: ``$MLFLOW_TRACKING_URI`` when set, else the
+    store the sweep was launched with (``SWEEP_INFO``), else the default store."""
+    from zeroflow.tracking import default_tracking_uri
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or _launch_info(path).get(
+        "tracking_uri") or default_tracking_uri()
+
+
+def _launch_info(path: str) -> dict:
+    text = storage_mod.read_text(storage_mod.join(path, SWEEP_INFO))
+    try:
+        info = json.loads(text) if text else {}
+    except ValueError:
+        info = {}
+    return info if isinstance(info, dict) else {}
+
+
 def resume_sweep(name_or_path: str, *, storage: str | os.PathLike | None = None,
                  address: str | None = None, verbose: int = 1):
-    """Finish an interrupted sweep: finished trials are kept, the others continue. Ray restores
-    the launch's callbacks (tracking, progress lines), searcher and scheduler with it;
-    ``verbose`` > 0 forwards trial workers' logs. Returns (``ResultGrid``, space)."""
+    """Finish an interrupted sweep: finished trials are kept, the others continue from their
+    newest checkpoint. Ray restores the launch's callbacks (tracking, progress lines), searcher
+    and scheduler with it; ``verbose`` > 0 forwards trial workers' logs. Returns
+    (``ResultGrid``, space).
+
+    Tune's state is pickled, so the folder is checked first: writable by its owner only
+    (``storage.check_trusted``). The space is given back to Ray (``param_space``): its override
+    rules are functions, which Ray cannot restore by itself."""
     from ray import tune
 
-    if storage_mod.is_uri(name_or_path) or Path(name_or_path).expanduser().is_dir():
-        path = storage_mod.resolve(name_or_path)
-    else:
-        path = storage_mod.join(_storage(storage), name_or_path)
+    path = sweep_path(name_or_path, storage)
     if not tune.Tuner.can_restore(path):
         raise ConfigError(f"no sweep to resume at {path}; give a sweep name (with --storage "
                           f"where it lives) or its folder")
+    storage_mod.check_trusted(path)  # before anything in it is unpickled
     space = saved_space(path)  # fails fast, before Ray starts
-    from zeroflow.tracking import default_tracking_uri
-
-    _warn_cluster(path, _init_ray(address, log_to_driver=verbose > 0), default_tracking_uri())
+    uri = tracking_uri_of(path)
+    launched = _launch_info(path).get("tracking_uri")
+    if launched and launched != uri:
+        print(f"zeroflow: this resume logs to {uri} (MLFLOW_TRACKING_URI); the sweep was "
+              f"launched with {launched}", file=sys.stderr, flush=True)
+    _warn_cluster(path, _init_ray(address, log_to_driver=verbose > 0), uri)
     _frequent_experiment_state()
+    _clear_staged_state(path)
     tuner = tune.Tuner.restore(path, trainable=tune.with_resources(
-        zeroflow_trainable, TrialResources(space.resources)), resume_errored=True)
+        zeroflow_trainable, TrialResources(space.resources)), param_space=space.param_space(),
+        resume_errored=True)
     return tuner.fit(), space
+
+
+def _clear_staged_state(path: str) -> None:
+    """Ray stages a restored sweep's state on the driver under the Ray session, the launch's
+    timestamp and the folder's name, so every copy of one sweep resumed in the same Ray session
+    (a long-lived cluster) shares one staging folder, and a copy would restore the searcher
+    state another resume left there (seen: 1 trial of 3). Remove what earlier resumes of that
+    name left, so this one reads its own folder only. Resume one copy of a sweep at a time."""
+    from ray.train.constants import _get_ray_train_session_dir  # Ray's staging root
+
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    for staged in Path(_get_ray_train_session_dir()).glob(f"*/{name}/driver_artifacts"):
+        shutil.rmtree(staged, ignore_errors=True)
 
 
 def saved_space(path: str | os.PathLike) -> Space:
@@ -210,9 +264,26 @@ def saved_space(path: str | os.PathLike) -> Space:
         return load_space(local, name=name)
 
 
+def failed_trials(results, varying: list[str]) -> list[tuple[str, str]]:
+    """(trial name, one-line reason) of every trial that failed: on a mistake it reported
+    (``results.ERROR_KEY``) or on an error Ray recorded after its retries."""
+    out = []
+    for result in results:
+        reason = failure(result.metrics)
+        if reason is None and result.error is not None:
+            lines = [ln for ln in str(result.error).strip().splitlines() if ln.strip()]
+            reason = lines[-1].strip() if lines else type(result.error).__name__
+        if reason is not None:
+            out.append((trial_name(result.config or {}, varying), reason))
+    return out
+
+
 def summary_table(results, varying: list[str] | None = None):
-    """The sweep's final table: the varying keys, then avg / last / forgetting per trial."""
+    """The sweep's final table: the varying keys, then avg / last / forgetting per trial
+    (failed trials are listed apart, ``failed_trials``)."""
     df = results.get_dataframe()
+    if ERROR_KEY in df:
+        df = df[df[ERROR_KEY].isna()]
     cols = {}
     for key in varying or []:
         for column in (f"config/{key}", f"config/{GRID_POINT}/{key}"):

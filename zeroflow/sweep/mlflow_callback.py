@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import uuid
 from pathlib import Path
 
 from zeroflow.config import make_config
+from zeroflow.sweep import checkpoints
+from zeroflow.sweep.results import BACKFILL_KEY, failure, reported_last_task
 from zeroflow.sweep.space import trial_config, trial_name
-from zeroflow.sweep.trainable import reported_last_task
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,12 @@ class MLflowSweepCallback(_tune_callback_base()):
         state = dict(self.__dict__)
         state["_tracker"] = None
         return state
+
+    def __setstate__(self, state):
+        """Restored by ``zeroflow resume``: the environment's MLflow store, when one is set,
+        wins over the launch's (the driver has said so in one line)."""
+        self.__dict__.update(state)
+        self.uri = os.environ.get("MLFLOW_TRACKING_URI") or self.uri
 
     @property
     def tracker(self):
@@ -81,12 +90,16 @@ class MLflowSweepCallback(_tune_callback_base()):
             task_metrics,
         )
 
-        if "task" in result:
-            self.tracker.log_task(self._run(trial), int(result["task"]), task_metrics(result),
-                                  {TAG_MEMORY: result.get("memory_label"),
-                                   TAG_NODE_ID: result.get("node_id"),
-                                   TAG_NODE_IP: result.get("node_ip")},
-                                  result.get(SERIES_KEY))
+        # a trial that restarted from a checkpoint the driver never saw first sends the results
+        # reported up to it: log the tasks missing here, in order, then this one
+        earlier = json.loads(result.get(BACKFILL_KEY) or "[]")
+        for item in [*earlier, result]:
+            if "task" in item:
+                self.tracker.log_task(self._run(trial), int(item["task"]), task_metrics(item),
+                                      {TAG_MEMORY: item.get("memory_label"),
+                                       TAG_NODE_ID: item.get("node_id"),
+                                       TAG_NODE_IP: item.get("node_ip")},
+                                      item.get(SERIES_KEY))
 
     def _finish(self, trial, status: str) -> None:
         config = make_config(trial_config(trial.config))
@@ -96,7 +109,9 @@ class MLflowSweepCallback(_tune_callback_base()):
                                   status)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        if self.stopper and not reported_last_task(trial.last_result):
+        if failure(trial.last_result):
+            self._guard("trial failure", self._fail, trial)
+        elif self.stopper and not reported_last_task(trial.last_result):
             self._guard("trial stop", self._stop, trial)
         else:
             self._guard("trial checkpoint", self._log_checkpoint, trial)
@@ -107,6 +122,13 @@ class MLflowSweepCallback(_tune_callback_base()):
         if checkpoint is not None:
             with checkpoint.as_directory() as directory:
                 self.tracker.log_checkpoint(self._run(trial), directory)
+
+    def _fail(self, trial) -> None:
+        """A trial that ended on a mistake (``results.ERROR_KEY``): FAILED, its reason a tag."""
+        from zeroflow.tracking import TAG_ERROR
+
+        self.tracker.client.set_tag(self._run(trial), TAG_ERROR, failure(trial.last_result))
+        self._finish(trial, "FAILED")
 
     def _stop(self, trial) -> None:
         last = trial.last_result or {}
@@ -129,11 +151,14 @@ class MLflowSweepCallback(_tune_callback_base()):
         for trial in trials:
             complete = trial.status == "TERMINATED" and reported_last_task(trial.last_result)
             stopped = trial.status == "TERMINATED" and self.stopper and not complete
-            status = "FAILED" if trial.status == "ERROR" else (
+            status = "FAILED" if trial.status == "ERROR" or failure(trial.last_result) else (
                 "FINISHED" if complete or stopped else "KILLED")
             statuses.append(status)
             run_id = self._run(trial)
             if self.tracker.run_status(run_id) != "RUNNING":
+                continue
+            if failure(trial.last_result):
+                self._fail(trial)
                 continue
             if stopped:
                 for result in _checkpoint_results(trial):
@@ -154,12 +179,16 @@ class MLflowSweepCallback(_tune_callback_base()):
 
 
 def _checkpoint_results(trial) -> list[dict]:
-    """Every task's reported metrics, from the trial's latest checkpoint (its full history)."""
+    """Every task's reported metrics, from the trial's latest checkpoint: the results recorded
+    beside it, else (a sweep launched before those were) its full history."""
     from zeroflow.trial import CHECKPOINT_FILE, load_checkpoint
 
     checkpoint = getattr(trial, "checkpoint", None)
     if checkpoint is None:
         return []
+    recorded = checkpoints.reported_results(checkpoint)
+    if recorded is not None:
+        return recorded
     with checkpoint.as_directory() as directory:
         if not (Path(directory) / CHECKPOINT_FILE).exists():
             return []

@@ -16,8 +16,8 @@ import sys
 import time
 from typing import TextIO
 
+from zeroflow.sweep.results import failure, reported_last_task
 from zeroflow.sweep.space import trial_name
-from zeroflow.sweep.trainable import reported_last_task
 
 
 def _tune_callback_base():
@@ -75,7 +75,9 @@ class ProgressLine(_tune_callback_base()):
         self.print_line(trials, force=kind == "failed", ending=trial)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._end(trials, trial, "done" if reported_last_task(trial.last_result) else "stopped")
+        last = trial.last_result
+        self._end(trials, trial, "failed" if failure(last) else (
+            "done" if reported_last_task(last) else "stopped"))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._end(trials, trial, "failed")

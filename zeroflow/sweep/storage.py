@@ -10,7 +10,10 @@ the job's temporary working directory, which Ray deletes).
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+
+from zeroflow.errors import ConfigError
 
 DEFAULT_STORAGE = "zeroflow_runs"
 # filesystem types that several machines can mount (``/proc/mounts``'s third field)
@@ -34,6 +37,55 @@ def resolve(storage: str | os.PathLike | None) -> str:
 
 def join(base: str, name: str) -> str:
     return f"{base}/{name}" if is_uri(base) else str(Path(base) / name)
+
+
+def make_private_dir(location: str) -> None:
+    """Create the folder ``location`` readable and writable by its owner only (a URI: left to
+    the store's own access control)."""
+    if is_uri(location):
+        return
+    Path(location).mkdir(parents=True, exist_ok=True)
+    os.chmod(location, 0o700)
+
+
+def check_trusted(location: str) -> None:
+    """Refuse, in one line, a local sweep folder that someone else could have written: resume
+    unpickles Tune's state (``tuner.pkl``, the experiment state, searcher and error records),
+    so whoever can write any of it runs code as the driver. Every folder and file under
+    ``location`` must belong to this user and be unwritable by group and others. A URI is the
+    store's business (bucket policy): not checked here."""
+    if is_uri(location):
+        return
+    root = Path(location)
+    me = os.geteuid()
+    for folder, dirs, files in os.walk(root):
+        for path in [Path(folder)] + [Path(folder) / name for name in dirs + files]:
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                raise ConfigError(
+                    f"{path} is a symbolic link: a sweep folder holds none, and resume "
+                    f"unpickles what it finds there; remove the link once you trust the folder")
+            if info.st_uid != me:
+                raise ConfigError(
+                    f"{path} belongs to {_user(info.st_uid)}, not to you ({_user(me)}): "
+                    f"resume unpickles the sweep's state, so it runs only a sweep folder you "
+                    f"own; resume it as {_user(info.st_uid)}, or copy the folder if you trust "
+                    f"its contents")
+            if info.st_mode & 0o022:
+                raise ConfigError(
+                    f"{path} is writable by group or others (mode {info.st_mode & 0o777:o}): "
+                    f"resume unpickles the sweep's state, so anyone who can write there could "
+                    f"run code as you; make the sweep writable by you only (chmod -R go-w "
+                    f"{root}) once you trust its contents")
+
+
+def _user(uid: int) -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return f"uid {uid}"
 
 
 def _filesystem(location: str):

@@ -32,6 +32,8 @@ TAG_NODE_ID = "zeroflow.node_id"
 TAG_NODE_IP = "zeroflow.node_ip"
 # set on a trial a scheduler stopped early (ASHA, median stopping): why, and after which task
 TAG_STOPPED = "zeroflow.stopped_early"
+# set on a sweep trial that ended on a mistake a retry cannot mend: its one-line reason
+TAG_ERROR = "zeroflow.error"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 
@@ -59,6 +61,20 @@ def artifact_location(uri: str) -> str | None:
     if uri.startswith("sqlite:///"):
         return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
     return None
+
+
+def make_private_store(uri: str) -> None:
+    """A local SQLite store and its ``mlartifacts/`` are created for their owner only (runs
+    hold checkpoints that later runs resume from); an existing one is left as it is."""
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    if not db.exists():
+        os.close(os.open(db, os.O_CREAT | os.O_WRONLY, 0o600))  # SQLite accepts an empty file
+    artifacts = db.parent / "mlartifacts"
+    if not artifacts.exists():
+        artifacts.mkdir(mode=0o700)
 
 
 def task_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -141,6 +157,7 @@ class SweepTracker:
 
         self.sweep, self.sweep_id = sweep, sweep_id
         self.uri = tracking_uri or default_tracking_uri()
+        make_private_store(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         exp = self.client.get_experiment_by_name(sweep)
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
