@@ -8,7 +8,8 @@
 # Without ZEROFLOW_MLFLOW_BACKEND, `up` also runs its own PostgreSQL (Debian's `postgresql`
 # package: apt-get install postgresql) in $ZEROFLOW_MLFLOW_DIR/pgdata, listening on 127.0.0.1
 # only, with a generated password (scram-sha-256); as root it runs it as the `postgres` user,
-# since PostgreSQL refuses to run as root. With ZEROFLOW_MLFLOW_BACKEND=postgresql://USER:PW@
+# since PostgreSQL refuses to run as root, so every folder above the state folder must be
+# traversable by `postgres` (checked first). With ZEROFLOW_MLFLOW_BACKEND=postgresql://USER:PW@
 # HOST:PORT/DB it uses that database instead (a managed PostgreSQL on a real cluster).
 #
 # Artifacts are proxied: clients upload through the server (mlflow-artifacts:/), which writes to
@@ -57,6 +58,21 @@ as_pg() {
   fi
 }
 
+# As root, PostgreSQL runs as `postgres`, which must traverse every folder above the state
+# folder (initdb otherwise fails with "Permission denied" on its password file). Name the
+# first one that blocks it. Folders not made yet are created traversable by `up`.
+check_postgres_reaches_dir() {
+  local blocker
+  # shellcheck disable=SC2016  # $1 and $p expand in the postgres user's shell
+  blocker=$(as_pg bash -c 'p=; IFS=/ read -ra parts <<<"$1"
+    for part in "${parts[@]}"; do
+      [[ -n $part ]] || continue; p=$p/$part
+      [[ $p != "$1" && -e $p ]] || exit 0
+      [[ -x $p ]] || { echo "$p"; exit 0; }
+    done' _ "$DIR")
+  [[ -z $blocker ]] || die "the postgres user cannot reach $DIR: $blocker (mode $(stat -c '%a, owner %U' "$blocker")) is not traversable by others; set ZEROFLOW_MLFLOW_DIR to a folder outside it (e.g. /var/lib/zeroflow-mlflow) or run: chmod o+x $blocker"
+}
+
 session_pids() {
   [[ -f $DIR/mlflow.sid ]] || return 0
   ps -eo pid=,sid=,stat= | awk -v s="$(cat "$DIR/mlflow.sid")" '$2 == s && $3 !~ /^Z/ { print $1 }'
@@ -93,8 +109,9 @@ start_postgres() {
 cmd_up() {
   [[ -n $MLFLOW ]] || die "mlflow is not installed: pip install -e '.[cluster]'"
   [[ -z $(session_pids) ]] || die "already up (state in $DIR); run 'down' first"
-  mkdir -p "$DIR"; chmod 755 "$DIR"  # traversable by the postgres user; secrets are 600
   local backend=${ZEROFLOW_MLFLOW_BACKEND:-}
+  [[ -n $backend || $(id -u) != 0 ]] || check_postgres_reaches_dir
+  mkdir -p "$DIR"; chmod 755 "$DIR"  # traversable by the postgres user; secrets are 600
   [[ -n $backend ]] || backend=$(start_postgres)
   [[ $ARTIFACTS == *://* ]] || mkdir -p "$ARTIFACTS"
   local allowed="localhost,localhost:$PORT,127.0.0.1,127.0.0.1:$PORT,$HOST,$HOST:$PORT"

@@ -5,6 +5,7 @@ temporary data directory by the script, ``mlflow server`` on it with proxied art
 import glob
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -110,3 +111,26 @@ def test_two_trial_sweep_logs_to_mlflow_server_on_postgresql(server, tmp_path):
         count, = conn.execute("SELECT count(*) FROM runs WHERE experiment_id = %s",
                               (int(exp.experiment_id),)).fetchone()
     assert count == 3
+
+
+def test_state_folder_the_postgres_user_cannot_reach_is_named():
+    if os.geteuid() != 0:
+        pytest.skip("only root runs PostgreSQL as another user (postgres)")
+    if subprocess.run(["id", "postgres"], capture_output=True).returncode != 0:
+        pytest.skip("there is no 'postgres' user")
+    parent = Path(tempfile.mkdtemp(prefix="zf_private_"))  # mkdtemp makes it 0700
+    try:
+        assert stat.S_IMODE(parent.stat().st_mode) == 0o700
+        state = parent / "mlflow"
+        env = {**os.environ, "ZEROFLOW_MLFLOW_DIR": str(state), "PYTHON": sys.executable,
+               "ZEROFLOW_MLFLOW_BIN": str(BIN / "mlflow")}
+        env.pop("ZEROFLOW_MLFLOW_BACKEND", None)
+        up = subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, text=True,
+                            env=env, timeout=60)
+        assert up.returncode == 1 and up.stdout == ""
+        error, = up.stderr.splitlines()
+        assert f"{parent} (mode 700, owner root)" in error
+        assert f"chmod o+x {parent}" in error and "ZEROFLOW_MLFLOW_DIR" in error
+        assert not state.exists()  # refused before anything was made or started
+    finally:
+        shutil.rmtree(parent)
