@@ -13,7 +13,9 @@
 # HOST:PORT/DB it uses that database instead (a managed PostgreSQL on a real cluster).
 #
 # Artifacts are proxied: clients upload through the server (mlflow-artifacts:/), which writes to
-# ZEROFLOW_MLFLOW_ARTIFACTS, so nodes need only the server's URL, not the artifact store.
+# ZEROFLOW_MLFLOW_ARTIFACTS, so nodes need only the server's URL, not the artifact store. The
+# server runs with umask 077: artifacts, logs and secrets are written owner-only; the state
+# folder is 0700 (0711 as root, so that `postgres` can reach pgdata, which it owns).
 #
 # Settings (environment):
 #   ZEROFLOW_MLFLOW_DIR        state folder: pgdata, password, logs, pids (/tmp/zeroflow-mlflow)
@@ -28,6 +30,7 @@
 #                              separated, e.g. head-svc,head-svc:5000); MLflow 3 refuses others
 #   ZEROFLOW_MLFLOW_WORKERS    server worker processes (2)
 set -euo pipefail
+umask 077  # everything written here (secrets, logs, the server's artifacts) is owner-only
 
 DIR=${ZEROFLOW_MLFLOW_DIR:-/tmp/zeroflow-mlflow}
 PG_PORT=${ZEROFLOW_PG_PORT:-5433}
@@ -110,10 +113,13 @@ cmd_up() {
   [[ -n $MLFLOW ]] || die "mlflow is not installed: pip install -e '.[cluster]'"
   [[ -z $(session_pids) ]] || die "already up (state in $DIR); run 'down' first"
   local backend=${ZEROFLOW_MLFLOW_BACKEND:-}
-  [[ -n $backend || $(id -u) != 0 ]] || check_postgres_reaches_dir
-  mkdir -p "$DIR"; chmod 755 "$DIR"  # traversable by the postgres user; secrets are 600
+  local own_pg_as_root=0
+  [[ -n $backend || $(id -u) != 0 ]] || own_pg_as_root=1
+  ((own_pg_as_root == 0)) || check_postgres_reaches_dir
+  (umask 022; mkdir -p "$DIR")  # folders above DIR made here stay traversable
+  if ((own_pg_as_root)); then chmod 711 "$DIR"; else chmod 700 "$DIR"; fi
   [[ -n $backend ]] || backend=$(start_postgres)
-  [[ $ARTIFACTS == *://* ]] || mkdir -p "$ARTIFACTS"
+  if [[ $ARTIFACTS != *://* ]]; then mkdir -p "$ARTIFACTS"; chmod 700 "$ARTIFACTS"; fi
   local allowed="localhost,localhost:$PORT,127.0.0.1,127.0.0.1:$PORT,$HOST,$HOST:$PORT"
   [[ -z ${ZEROFLOW_MLFLOW_ALLOWED_HOSTS:-} ]] || allowed="$allowed,$ZEROFLOW_MLFLOW_ALLOWED_HOSTS"
   # The backend URI holds a password: pass it through the environment, not the command line.

@@ -66,6 +66,10 @@ def server(free_port):
         shutil.rmtree(state, ignore_errors=True)
 
 
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
 def test_two_trial_sweep_logs_to_mlflow_server_on_postgresql(server, tmp_path):
     state, env, uri = server
     space = tmp_path / "pg_sweep.yaml"
@@ -101,6 +105,12 @@ def test_two_trial_sweep_logs_to_mlflow_server_on_postgresql(server, tmp_path):
                                                 str(tmp_path)))
         assert len(matrix.read_text().strip().splitlines()) == 4  # header + 3 tasks
     assert list((state / "artifacts").rglob("accuracy_matrix.csv"))
+    # the server wrote its artifacts owner-only (it runs with umask 077); the state folder
+    # lists nothing to others and its secrets are 0600
+    written = list((state / "artifacts").rglob("*"))
+    assert written and [str(p) for p in written if _mode(p) & 0o077] == []
+    assert _mode(state) & 0o066 == 0 and _mode(state / "artifacts") == 0o700
+    assert _mode(state / "pg_password") == 0o600
 
     # the runs live in PostgreSQL, not in some fallback store
     import psycopg
@@ -120,7 +130,7 @@ def test_state_folder_the_postgres_user_cannot_reach_is_named():
         pytest.skip("there is no 'postgres' user")
     parent = Path(tempfile.mkdtemp(prefix="zf_private_"))  # mkdtemp makes it 0700
     try:
-        assert stat.S_IMODE(parent.stat().st_mode) == 0o700
+        assert _mode(parent) == 0o700
         state = parent / "mlflow"
         env = {**os.environ, "ZEROFLOW_MLFLOW_DIR": str(state), "PYTHON": sys.executable,
                "ZEROFLOW_MLFLOW_BIN": str(BIN / "mlflow")}
