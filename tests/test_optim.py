@@ -435,7 +435,7 @@ def test_nonfinite_forward_difference_reports_nan_not_progress():
 
 
 def test_documented_defaults():
-    """The README's hyper-parameter table, as each optimizer actually builds."""
+    """docs/optimizers.md's hyper-parameter table, as each optimizer actually builds."""
     p = [torch.nn.Parameter(torch.zeros(2))]
     for name in optim.NAMES:
         opt = optim.build(name, p)
