@@ -11,7 +11,8 @@
 #   cluster/local.sh down                # stop everything it started, a half-dead cluster too
 #
 # Each node is started in its own session (setsid), so every process Ray spawns for it (GCS,
-# raylet, dashboard, agents, workers, job drivers) carries that session id; `down` signals those
+# raylet, dashboard, agents, workers) carries that session id (job drivers get a session of their
+# own from Ray's job supervisor and end with their node's processes); `down` signals those
 # sessions, plus strays: processes whose command line names the state folder (a node's
 # log_monitor outlives a raylet whose GCS died). Nothing else. Never `ray stop`: it kills every
 # Ray process on the host. After a head loss, a sweep job died with it: submit
@@ -19,16 +20,37 @@
 #
 # Token authentication is on, the same way on every process: RAY_AUTH_MODE=token and
 # RAY_AUTH_TOKEN_PATH naming a token file in the state folder (mode 600). Clients export both.
+# The token does NOT guard the Prometheus /metrics endpoints (the agents', the dashboard's, the
+# autoscaler monitor's): whoever reaches them reads them.
+#
+# Where it listens. Ray derives every bind address from the node IP: when it is exactly
+# 127.0.0.1, every listener of both nodes (GCS, raylets, worker processes, agents, client
+# server, metrics) is on 127.0.0.1; with any other IP the gRPC servers and metrics listen on all
+# interfaces. But `ray start` rewrites a loopback --node-ip-address or --address to the host's
+# outward IP (ray/_private/services.py, resolve_ip_for_localhost). So for ZEROFLOW_NODE_IP=
+# 127.0.0.1 (the default) the head runs with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which turns the
+# rewrite off (its processes, job drivers included, inherit it), and the worker, which cannot
+# take that variable (`ray start --address` then refuses to run), gets no --node-ip-address and
+# --address LOCALHOST:<port>: a name Ray does not rewrite, resolving to 127.0.0.1, from which it
+# derives node IP 127.0.0.1. Clients get RAY_ADDRESS=LOCALHOST:<port> for the same reason.
+# With any other ZEROFLOW_NODE_IP both nodes use it, and these listen on ALL interfaces: firewall
+# them: the GCS port (ZEROFLOW_RAY_PORT), each raylet's node-manager and object-manager ports
+# (random), every port of the two worker-port ranges (workers, trials, job drivers), each
+# agent's gRPC and metrics ports (random), and the dashboard's and autoscaler's metrics ports
+# (ZEROFLOW_DASHBOARD_METRIC_PORT, ZEROFLOW_AUTOSCALER_METRIC_PORT). The jobs API, each agent's
+# HTTP port, the runtime-env agents and the Ray client server bind the node IP itself.
 #
 # Settings (environment):
 #   ZEROFLOW_CLUSTER_DIR      state folder: pids, tokens, node temp dirs (/tmp/zeroflow-cluster)
-#   ZEROFLOW_NODE_IP          address both nodes bind and advertise (127.0.0.1)
+#   ZEROFLOW_NODE_IP          address both nodes advertise (127.0.0.1: and bind; see above)
 #   ZEROFLOW_RAY_PORT         GCS port (6390)          ZEROFLOW_DASHBOARD_PORT  jobs API (8266)
 #   ZEROFLOW_CLIENT_PORT      Ray client port (10001)
 #   ZEROFLOW_HEAD_CPUS        CPUs of each node (1)    ZEROFLOW_WORKER_CPUS     (1)
 #   ZEROFLOW_OBJECT_STORE_MB  object store per node (256)
 #   ZEROFLOW_HEAD_PORTS / ZEROFLOW_WORKER_PORTS  worker-process port ranges (20000-20999,
 #                             21000-21999), disjoint so the two raylets never race for a port
+#   ZEROFLOW_DASHBOARD_METRIC_PORT / ZEROFLOW_AUTOSCALER_METRIC_PORT  the head's two metrics
+#                             ports (44227, 44217: Ray's defaults, one pair per host)
 # The nodes carry the custom resources {zeroflow_head: 1} and {zeroflow_worker: 1}.
 set -euo pipefail
 
@@ -42,6 +64,8 @@ WORKER_CPUS=${ZEROFLOW_WORKER_CPUS:-1}
 STORE_BYTES=$(( ${ZEROFLOW_OBJECT_STORE_MB:-256} * 1024 * 1024 ))
 HEAD_PORTS=${ZEROFLOW_HEAD_PORTS:-20000-20999}
 WORKER_PORTS=${ZEROFLOW_WORKER_PORTS:-21000-21999}
+DASH_METRIC_PORT=${ZEROFLOW_DASHBOARD_METRIC_PORT:-44227}
+AUTOSCALER_METRIC_PORT=${ZEROFLOW_AUTOSCALER_METRIC_PORT:-44217}
 RAY=${ZEROFLOW_RAY_BIN:-$(command -v ray || true)}
 PYTHON=${ZEROFLOW_PYTHON:-$(dirname "${RAY:-/usr/bin/ray}")/python}
 [[ -x $PYTHON ]] || PYTHON=$(command -v python3)
@@ -107,15 +131,36 @@ for n in json.load(sys.stdin):
         print(n["id"])' "$1"
 }
 
+loopback() { [[ $IP == 127.0.0.1 ]]; }
+
+# The GCS address as clients and the worker dial it: LOCALHOST, which Ray does not rewrite, for
+# a loopback cluster (see the header).
+gcs_address() {
+  if loopback; then echo "LOCALHOST:$GCS_PORT"; else echo "$IP:$GCS_PORT"; fi
+}
+
 start_head() {
-  start_node head --head --port "$GCS_PORT" --temp-dir "$DIR/head" --num-cpus "$HEAD_CPUS" \
-    --resources '{"zeroflow_head": 1}' --include-dashboard true --dashboard-host "$IP" \
-    --dashboard-port "$DASH_PORT" --ray-client-server-port "$CLIENT_PORT" \
+  # 0 turns the loopback rewrite off; 1 is Ray's default on Linux
+  local cluster=1
+  if loopback; then cluster=0; fi
+  RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=$cluster DASHBOARD_METRIC_PORT=$DASH_METRIC_PORT \
+    AUTOSCALER_METRIC_PORT=$AUTOSCALER_METRIC_PORT \
+    start_node head --head --node-ip-address "$IP" --port "$GCS_PORT" \
+    --temp-dir "$DIR/head" --num-cpus "$HEAD_CPUS" --resources '{"zeroflow_head": 1}' \
+    --include-dashboard true --dashboard-host "$IP" --dashboard-port "$DASH_PORT" \
+    --ray-client-server-port "$CLIENT_PORT" \
     --min-worker-port "${HEAD_PORTS%-*}" --max-worker-port "${HEAD_PORTS#*-}" "${COMMON[@]}"
 }
 
 start_worker() {
-  start_node worker --address "$IP:$GCS_PORT" --temp-dir "$DIR/worker" \
+  local at=(--address "$(gcs_address)")
+  if loopback; then
+    getent ahostsv4 LOCALHOST | grep -q '^127\.0\.0\.1 ' \
+      || die "LOCALHOST does not resolve to 127.0.0.1 (/etc/hosts): the worker dials the head by that name"
+  else
+    at+=(--node-ip-address "$IP")
+  fi
+  start_node worker "${at[@]}" --temp-dir "$DIR/worker" \
     --num-cpus "$WORKER_CPUS" --resources '{"zeroflow_worker": 1}' \
     --min-worker-port "${WORKER_PORTS%-*}" --max-worker-port "${WORKER_PORTS#*-}" "${COMMON[@]}"
 }
@@ -129,7 +174,7 @@ wait_and_export() {
     sleep 1
   done
   [[ -n $head && -n $worker ]] || { cmd_down >&2; die "the two nodes did not both come up in 60 s"; }
-  echo "export RAY_ADDRESS=$IP:$GCS_PORT"
+  echo "export RAY_ADDRESS=$(gcs_address)"
   echo "export RAY_API_SERVER_ADDRESS=http://$IP:$DASH_PORT"
   echo "export RAY_AUTH_MODE=token"
   echo "export RAY_AUTH_TOKEN_PATH=$DIR/auth_token"
@@ -137,8 +182,8 @@ wait_and_export() {
   echo "export ZEROFLOW_WORKER_NODE_ID=$worker"
 }
 
-COMMON=(--dashboard-agent-listen-port=0 --node-ip-address "$IP"
-        --object-store-memory "$STORE_BYTES" --disable-usage-stats)
+COMMON=(--dashboard-agent-listen-port=0 --object-store-memory "$STORE_BYTES"
+        --disable-usage-stats)
 
 cmd_up() {
   [[ -n $RAY ]] || die "ray is not installed: pip install -e '.[cluster]'"

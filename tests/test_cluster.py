@@ -7,6 +7,7 @@ order and the last one stops it."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,36 @@ class Cluster:
             key, value = line[len("export "):].split("=", 1)
             self.exports[key] = value
 
+    def process_tree(self) -> set[int]:
+        """The nodes' processes and all their descendants (Ray's job supervisor starts each
+        job driver in a session of its own)."""
+        parent = {}
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    stat = (proc / "stat").read_text()
+                except OSError:
+                    continue
+                parent[int(proc.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
+        tree = set(self.session_pids())
+        grown = True
+        while grown:
+            kids = {pid for pid, ppid in parent.items() if ppid in tree} - tree
+            tree |= kids
+            grown = bool(kids)
+        return tree
+
+    def listeners(self) -> list[tuple[str, str]]:
+        """(local address, process) of every TCP listener of the cluster's processes."""
+        out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True)
+        tree, found = self.process_tree(), []
+        for line in out.stdout.splitlines():
+            fields = line.split()
+            for name, pid in re.findall(r'\("([^"]+)",pid=(\d+)', line):
+                if int(pid) in tree:
+                    found.append((fields[3], name))
+        return found
+
     def client_env(self, **extra) -> dict[str, str]:
         return {**self.env, **self.exports, **extra}
 
@@ -74,6 +105,8 @@ def cluster(free_port):
     env = {**os.environ, "ZEROFLOW_CLUSTER_DIR": str(state), "ZEROFLOW_RAY_BIN": str(BIN / "ray"),
            "ZEROFLOW_PYTHON": sys.executable, "ZEROFLOW_RAY_PORT": str(free_port()),
            "ZEROFLOW_DASHBOARD_PORT": str(free_port()), "ZEROFLOW_CLIENT_PORT": str(free_port()),
+           "ZEROFLOW_DASHBOARD_METRIC_PORT": str(free_port()),
+           "ZEROFLOW_AUTOSCALER_METRIC_PORT": str(free_port()),
            "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
     for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI"):
         env.pop(key, None)
@@ -222,16 +255,29 @@ def test_losing_the_worker_node_mid_sweep_ends_with_undisturbed_metrics(cluster,
 
 
 def test_losing_the_head_then_resume_as_a_job_finishes_every_trial_once(cluster, tmp_path):
-    """The README's recipe for a lost head: SIGKILL the head node (the sweep's job driver dies
-    with it) once a trial has logged a task, ``local.sh restart-head``, then ``zeroflow resume``
-    submitted as a job: every trial FINISHED in one MLflow run each, with the metrics of
-    uninterrupted runs."""
+    """Regaining the worker lost before (``local.sh restart-worker``); then the recipe for a lost
+    head: SIGKILL the head node (the sweep's job driver dies with it) once a trial has logged a
+    task, ``local.sh restart-head``, then ``zeroflow resume`` submitted as a job: every trial
+    FINISHED in one MLflow run each, with the metrics of uninterrupted runs. While the sweep
+    runs, every listener of the cluster is on loopback."""
+    # the worker lost by the test before comes back first
+    back = _sh(cluster, "restart-worker", timeout=300)
+    assert back.returncode == 0, back.stderr[-3000:]
+    cluster.read_exports(back.stdout)
+    assert "worker: up" in _sh(cluster, "status", timeout=60).stdout
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     space = _space(tmp_path, "lose_head", epochs=1, batch_size=32)
     sub = _submit(cluster, space, tmp_path / "runs", uri, wait=False,
                   submission_id=f"lose_head_{os.getpid()}")
     assert sub.returncode == 0, sub.stderr[-2000:]
     _wait_for_a_logged_task(uri, "lose_head")
+    # while a sweep job runs trials: every listener of the cluster is on loopback
+    listeners = cluster.listeners()
+    assert len(listeners) >= 10, listeners  # GCS, raylets, agents, dashboard, driver, trials
+    outside = [(a, n) for a, n in listeners
+               if not a.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:"))]
+    assert outside == [], f"listening beyond loopback: {outside}"
     assert _sh(cluster, "kill-head", timeout=60).returncode == 0
     restarted = _sh(cluster, "restart-head", timeout=300)
     assert restarted.returncode == 0, restarted.stderr[-3000:]

@@ -1,7 +1,9 @@
 """The Ray Tune trainable: ``run_trial`` reporting a checkpoint after every task.
 
 Each trial reports after every task with a checkpoint (``tune.report(..., checkpoint=...)``), so
-a retried trial restarts from its last finished task.
+a retried or resumed trial restarts from its newest finished task. A trial that stops on a
+mistake no retry can mend (``ZeroflowError.retryable`` false) reports its reason once
+(``results.ERROR_KEY``) and ends, instead of being retried into the same error.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ def zeroflow_trainable(config: dict) -> None:
             if err.retryable:
                 raise
             # a mistake a retry would only repeat: the trial ends once, with its reason
-            reason = str(err).replace(str(Path(restore) / CHECKPOINT_FILE), _location(start))
+            reason = str(err)
+            if start is not None:  # name the checkpoint where it lives, not our copy of it
+                reason = reason.replace(str(Path(restore) / CHECKPOINT_FILE), _location(start))
             tune.report({ERROR_KEY: reason, **where})
 
 
