@@ -194,6 +194,56 @@ def test_four_trial_sweep_logs_parent_and_children(ray_session, tmp_path, capsys
     assert len(runs_of(uri, "four")[2]) == 4  # nothing new was started or logged
 
 
+def test_status_lines_match_rays_own_trial_states(ray_session, tmp_path):
+    """A 4-trial sweep, 2 at a time: at every status line, its running and done counts equal
+    Ray's trial states at that moment (a trial whose end Tune has announced counts as ended:
+    Tune reports the end before it changes the status)."""
+    import io
+    import re
+
+    from ray import tune
+
+    from zeroflow.sweep.progress import ProgressLine
+
+    class Witness(tune.Callback):
+        """Ray's view, kept apart from the status lines' own bookkeeping."""
+
+        def __init__(self):
+            self.ended, self.peak = set(), 0
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.ended.add(trial.trial_id)
+
+        on_trial_error = on_trial_complete
+
+        def on_step_end(self, iteration, trials, **info):
+            self.peak = max(self.peak, sum(t.status == "RUNNING" for t in trials))
+
+    witness, seen = Witness(), []
+
+    class Recorded(ProgressLine):
+        def print_line(self, trials, ending=None):
+            running = sum(t.status == "RUNNING" and t.trial_id not in witness.ended
+                          for t in trials)
+            done = sum(t.trial_id in witness.ended for t in trials)
+            seen.append((running, done, self.line(trials, ending)))
+            super().print_line(trials, ending)
+
+    out = io.StringIO()
+    path = space_file(tmp_path, "lines", {"optimizer": ["fo-sgd", "zo-sgd"],
+                                          "method": ["ease", "finetune"]})
+    results, _ = run_sweep(path, storage=tmp_path / "runs", verbose=0,
+                           callbacks=[witness, Recorded(4, ["optimizer", "method"], every=0.0,
+                                                        stream=out)])
+    assert results.num_errors == 0 and len(results) == 4
+    assert len(seen) >= 4 and seen[-1][1] == 4
+    for running, done, line in seen:
+        counted = re.search(r"\] (\d+)/4 done · (\d+) running", line)
+        assert (int(counted.group(2)), int(counted.group(1))) == (running, done), line
+    assert witness.peak == 2, "the sweep never ran two trials at a time: nothing tested"
+    assert out.getvalue().count("\n") == len(seen)
+
+
 @pytest.mark.parametrize("kind", ["raise", "kill"])
 def test_trial_dying_mid_task_is_retried_from_its_checkpoint(ray_session, tmp_path, kind):
     marker = tmp_path / "died"

@@ -92,11 +92,13 @@ def _warn_cluster(storage, on_cluster: bool, tracking_uri: str) -> None:
 
 def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
               storage: str | os.PathLike | None = None, address: str | None = None,
-              tracking_uri: str | None = None, verbose: int = 1, progress: bool = False):
+              tracking_uri: str | None = None, verbose: int = 1, progress: bool = False,
+              callbacks: list | None = None):
     """Launch the sweep described by ``space_path``; returns (Ray's ``ResultGrid``, space).
 
     ``verbose``: Ray Tune's own output (0 silent, 1 result boxes, 2 more), and trial workers'
-    logs forwarded when > 0. ``progress``: print ``ProgressLine``'s status lines."""
+    logs forwarded when > 0. ``progress``: print ``ProgressLine``'s status lines.
+    ``callbacks``: more Ray Tune callbacks, called before the sweep's own."""
     from ray import tune
 
     from zeroflow.sweep.mlflow_callback import MLflowSweepCallback
@@ -147,7 +149,7 @@ def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
             name=space.name,
             storage_path=storage_path,
             failure_config=tune.FailureConfig(max_failures=space.run["max_failures"]),
-            callbacks=[callback] + _progress(space, progress),
+            callbacks=list(callbacks or []) + [callback] + _progress(space, progress),
             verbose=verbose,
         ),
     )
