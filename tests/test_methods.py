@@ -274,6 +274,6 @@ def test_bad_ease_variant_or_finetune_scope_is_a_one_line_error(capsys, argv, ne
 
     code = main(["run", *argv])
     err = capsys.readouterr().err
-    lines = err.strip().splitlines()
+    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("zeroflow: ")]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
     assert needle in lines[0], err

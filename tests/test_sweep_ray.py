@@ -12,8 +12,9 @@ import pytest
 import ray
 
 from zeroflow.cli import main
+from zeroflow.config import make_config
 from zeroflow.errors import ConfigError
-from zeroflow.sweep import run_sweep
+from zeroflow.sweep import run_sweep, trial_config
 from zeroflow.trial import run_trial
 
 pytestmark = pytest.mark.ray
@@ -194,11 +195,13 @@ def test_four_trial_sweep_logs_parent_and_children(ray_session, tmp_path, capsys
     assert len(runs_of(uri, "four")[2]) == 4  # nothing new was started or logged
 
 
-def test_status_lines_match_rays_own_trial_states(ray_session, tmp_path):
+def test_status_lines_match_rays_own_trial_states(ray_session, tmp_path, capsys):
     """A 4-trial sweep, 2 at a time: at every status line, its running and done counts equal
     Ray's trial states at that moment (a trial whose end Tune has announced counts as ended:
-    Tune reports the end before it changes the status)."""
+    Tune reports the end before it changes the status). And ``--dry-run --format json``
+    printed, before, exactly the configs the sweep then ran, override rules applied."""
     import io
+    import json
     import re
 
     from ray import tune
@@ -231,7 +234,11 @@ def test_status_lines_match_rays_own_trial_states(ray_session, tmp_path):
 
     out = io.StringIO()
     path = space_file(tmp_path, "lines", {"optimizer": ["fo-sgd", "zo-sgd"],
-                                          "method": ["ease", "finetune"]})
+                                          "method": ["ease", "finetune"]},
+                      overrides=[{"when": {"optimizer": "zo-sgd", "method": "finetune"},
+                                  "set": {"mu": 0.004, "lr": 0.02}}])
+    assert main(["sweep", str(path), "--dry-run", "--format", "json"]) == 0
+    planned = json.loads(capsys.readouterr().out)
     results, _ = run_sweep(path, storage=tmp_path / "runs", verbose=0,
                            callbacks=[witness, Recorded(4, ["optimizer", "method"], every=0.0,
                                                         stream=out)])
@@ -242,6 +249,10 @@ def test_status_lines_match_rays_own_trial_states(ray_session, tmp_path):
         assert (int(counted.group(2)), int(counted.group(1))) == (running, done), line
     assert witness.peak == 2, "the sweep never ran two trials at a time: nothing tested"
     assert out.getvalue().count("\n") == len(seen)
+    ran = [make_config(trial_config(r.config)).to_dict() for r in results]
+    key = lambda c: json.dumps(c, sort_keys=True)  # noqa: E731
+    assert sorted(planned, key=key) == sorted(ran, key=key)
+    assert sum(c["mu"] == 0.004 and c["lr"] == 0.02 for c in planned) == 1
 
 
 @pytest.mark.parametrize("kind", ["raise", "kill"])

@@ -1,9 +1,13 @@
 """Space files are validated in full before anything starts (no Ray needed here)."""
 
+from pathlib import Path
+
 import pytest
 
 from zeroflow.errors import ConfigError
 from zeroflow.sweep import load_space, trial_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 GOOD = """
 name: demo
@@ -244,3 +248,32 @@ def test_ray_resolves_the_recipe_spaces_to_the_validated_configs():
         validated = [c.to_dict() for c in space.configs]
         key = lambda d: sorted((k, repr(v)) for k, v in d.items())  # noqa: E731
         assert sorted(map(key, resolved)) == sorted(map(key, validated)), name
+
+
+def test_shipped_spaces_run_by_name_list_and_dry_run(tmp_path, capsys, monkeypatch):
+    from zeroflow.cli import main
+
+    monkeypatch.chdir(tmp_path)  # not the repository: the names come from the package
+    assert main(["sweep", "--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    names = [line.split()[0] for line in listed]
+    assert names == sorted(p.stem for p in (ROOT / "zeroflow" / "spaces").glob("*.yaml"))
+    assert any(line.startswith("quickstart") and "offline on CPU" in line for line in listed)
+    assert main(["sweep", "quickstart", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("sweep quickstart: 36 trials, 2 at a time; every trial: epochs=5")
+    assert len(out) == 3 + 36 and out[1].split() == ["method", "optimizer", "lr"]
+    assert main(["sweep", "quickstart", "--dry-run", "--format", "json"]) == 0
+    import json
+
+    trials = json.loads(capsys.readouterr().out)
+    assert len(trials) == 36 and {t["method"] for t in trials} == {"ease", "aper", "finetune",
+                                                                   "zofc"}
+    assert {t["lr"] for t in trials if t["method"] == "ease" and t["optimizer"] == "fo-adam"} == {
+        0.01}  # its override rule, applied
+    for argv, needle in [(["sweep", "nosuch"], "no shipped space has that name; shipped: "),
+                         (["sweep"], "give a space"),
+                         (["sweep", "tune_lr", "--dry-run"], "a searcher (optuna) picks")]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err

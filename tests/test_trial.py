@@ -81,8 +81,11 @@ def test_nan_loss_stops_with_task_and_step(tmp_path):
 
 
 def run_cli(capsys, *argv):
+    """Exit code, stdout and stderr of ``zeroflow ...``; stderr without the progress lines
+    (``zeroflow: ...``) a command prints first, so that what remains is its error, if any."""
     code = main(list(argv))
     out, err = capsys.readouterr()
+    err = "".join(ln for ln in err.splitlines(keepends=True) if not ln.startswith("zeroflow: "))
     return code, out, err
 
 

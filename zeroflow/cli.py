@@ -44,15 +44,24 @@ def format_result(result) -> str:
     return "\n".join(lines)
 
 
+def _say(message: str) -> None:
+    """A progress line on stderr, at once (the first output of a command comes before its slow
+    imports and starts)."""
+    print(f"zeroflow: {message}", file=sys.stderr, flush=True)
+
+
 def cmd_run(args) -> int:
     from zeroflow.config import load_config
-    from zeroflow.trial import run_trial
 
     path = None
     overrides = list(args.items)
     if overrides and "=" not in overrides[0]:
         path = overrides.pop(0)
     config = load_config(path, overrides)
+    _say(f"{config.method} / {config.optimizer} on {config.dataset}: loading torch, the data "
+         f"and the {config.backbone} backbone")
+    from zeroflow.trial import run_trial
+
     tracker = None
     if args.track:
         from zeroflow.tracking import RunTracker
@@ -130,12 +139,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `zeroflow ... | head`: the reader left; nothing more to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _add_sweep_commands(sub) -> None:
     """``sweep``, ``resume`` and ``ui`` (Ray Tune and MLflow are imported only when used)."""
-    sweep = sub.add_parser("sweep", help="run a Ray Tune sweep: zeroflow sweep SPACE.yaml")
-    sweep.add_argument("space", help="a tune_spaces YAML file")
+    sweep = sub.add_parser("sweep", help="run a Ray Tune sweep: zeroflow sweep SPACE",
+                           description="Run every trial of a space file as a Ray Tune sweep, "
+                           "tracked in MLflow. SPACE is a YAML file or the name of a shipped "
+                           "space (zeroflow sweep --list).")
+    sweep.add_argument("space", nargs="?", metavar="SPACE",
+                       help="a space YAML file, or a shipped space's name (e.g. quickstart)")
+    sweep.add_argument("--list", action="store_true", help="list the shipped spaces and exit")
+    sweep.add_argument("--dry-run", action="store_true",
+                       help="print the trials the sweep would run (override rules applied) "
+                            "and exit without starting Ray")
+    sweep.add_argument("--format", choices=["text", "json"], default="text",
+                       help="--dry-run's output: a table (default) or JSON, a list of configs")
     sweep.add_argument("--name", help="sweep name (default: the space's name)")
     sweep.add_argument("--storage", help="where Ray keeps the sweep (default ./zeroflow_runs)")
     sweep.add_argument("--address", help="Ray cluster: auto or HOST:PORT (default: local)")
@@ -162,8 +186,10 @@ def _add_sweep_commands(sub) -> None:
                         help="also trials a scheduler stopped early (left out by default)")
     report.set_defaults(func=cmd_report)
 
-    ui = sub.add_parser("ui", help="the MLflow UI over this project's runs")
-    ui.add_argument("--port", type=int, default=5000)
+    ui = sub.add_parser("ui", help="the MLflow UI over this project's runs",
+                        description="Serve the MLflow UI over the MLflow store of this folder "
+                        "($MLFLOW_TRACKING_URI, else ./mlflow.db) on 127.0.0.1 until Ctrl-C.")
+    ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default: 5000)")
     ui.set_defaults(func=cmd_ui)
 
 
@@ -183,6 +209,8 @@ def _add_trajectories_command(sub) -> None:
 
 
 def cmd_trajectories(args) -> int:
+    _say(f"the 2-D toy with {', '.join(args.optimizers) if args.optimizers else 'every optimizer'}"
+         f", {args.steps} steps per task")
     from zeroflow.analysis.trajectories import write_trajectories
 
     written = write_trajectories(args.out, args.optimizers, args.q, args.steps)
@@ -240,12 +268,52 @@ def _print_best(results, space, uri: str) -> None:
 
 def cmd_sweep(args) -> int:
     from zeroflow.sweep import run_sweep
+
+    if args.list:
+        from zeroflow.sweep.driver import shipped_spaces, space_summary
+
+        spaces = shipped_spaces()
+        width = max(map(len, spaces))
+        for name, path in spaces.items():
+            print(f"{name:<{width}}  {space_summary(path)}")
+        return 0
+    if args.space is None:
+        raise ZeroflowError("give a space: a YAML file or a shipped space's name "
+                            "(zeroflow sweep --list)")
+    if args.dry_run:
+        return _dry_run(args)
     from zeroflow.tracking import default_tracking_uri
 
     results, space = run_sweep(args.space, name=args.name, storage=args.storage,
                                address=args.address, verbose=1 if args.verbose else 0,
                                progress=not args.verbose)
     return _print_summary(results, space, default_tracking_uri())
+
+
+def _dry_run(args) -> int:
+    """``zeroflow sweep SPACE --dry-run``: the resolved trials, as a table or JSON."""
+    import json
+
+    from zeroflow.sweep import load_space
+    from zeroflow.sweep.driver import planned_trials, resolve_space
+
+    space = load_space(resolve_space(args.space), args.name)
+    trials = planned_trials(space)
+    if args.format == "json":
+        print(json.dumps(trials, indent=1))
+        return 0
+    from zeroflow.config import TrialConfig
+
+    keys = [k for k in trials[0] if len({json.dumps(t[k]) for t in trials}) > 1] if trials else []
+    defaults = TrialConfig(dataset=trials[0]["dataset"]).to_dict() if trials else {}
+    fixed = [f"{k}={v}" for k, v in (trials[0] if trials else {}).items()
+             if k not in keys and v != defaults.get(k)]
+    print(f"sweep {space.name}: {len(trials)} trials, {space.run['max_concurrent']} at a time"
+          + (f"; every trial: {', '.join(fixed)}" if fixed else "")
+          + "; other keys at their defaults (zeroflow run --help)")
+    rows = [[str(t[k]) for k in keys] for t in trials]
+    print(_table(rows, keys) if keys else "")
+    return 0
 
 
 def cmd_resume(args) -> int:
@@ -257,6 +325,9 @@ def cmd_resume(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from zeroflow.tracking import default_tracking_uri
+
+    _say(f"reading runs from {default_tracking_uri()}")
     from zeroflow.report import build_report, write_report
 
     split = lambda text: [k.strip() for k in text.split(",") if k.strip()] if text else None  # noqa: E731
@@ -269,19 +340,85 @@ def cmd_report(args) -> int:
 
 
 def cmd_ui(args) -> int:
+    """The MLflow UI over this project's store: one server process (no job consumers, one
+    worker), its URL printed once it answers, and every process of it stopped on Ctrl-C or
+    SIGTERM."""
+    import os
+    import signal
     import subprocess
 
     from zeroflow.tracking import default_tracking_uri
 
     uri = default_tracking_uri()
     url = f"http://127.0.0.1:{args.port}"
-    print(f"MLflow UI for {uri} at {url}  (Ctrl-C stops it)", flush=True)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-           "--host", "127.0.0.1", "--port", str(args.port)]
+    _say(f"starting the MLflow UI for {uri} on {url}")
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+           "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1",
+           "--uvicorn-opts", "--log-level warning"]  # not a line per request
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+           "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    server = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
     try:
-        return subprocess.call(cmd)
+        if _wait_for_http(f"{url}/health", server):
+            print(f"MLflow UI at {url}  (store {uri}; Ctrl-C stops it)", flush=True)
+        return server.wait()
     except KeyboardInterrupt:
         return 0
+    finally:
+        _stop_session(server)
+
+
+def _wait_for_http(url: str, process, timeout: float = 180.0) -> bool:
+    """Whether ``url`` answered before ``process`` ended or ``timeout`` seconds passed."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+def _stop_session(process, grace: float = 10.0) -> None:
+    """SIGTERM every process of ``process``'s session (it was started in a new one), then
+    SIGKILL what is left after ``grace`` seconds."""
+    import os
+    import signal
+    import time
+
+    def alive() -> list[int]:
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = open(f"/proc/{entry}/stat").read()
+                except OSError:
+                    continue
+                fields = stat[stat.rindex(")") + 2:].split()
+                if fields[0] != "Z" and int(fields[3]) == process.pid:
+                    pids.append(int(entry))
+        return pids
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
+        for pid in alive():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while alive() and time.monotonic() < deadline:
+            process.poll()  # reap the server itself
+            time.sleep(0.2)
+    process.poll()
 
 
 if __name__ == "__main__":

@@ -76,6 +76,66 @@ def _init_ray(address: str | None, log_to_driver: bool = True) -> bool:
     return bool(address)
 
 
+def shipped_spaces() -> dict[str, Path]:
+    """The space files shipped in the package (``zeroflow/spaces``), by name."""
+    from importlib import resources
+
+    folder = resources.files("zeroflow") / "spaces"
+    return {Path(f.name).stem: Path(str(f)) for f in sorted(folder.iterdir(), key=str)
+            if f.name.endswith(".yaml")}
+
+
+def space_summary(path: Path, width: int = 100) -> str:
+    """What a space file runs: the first sentence of its leading comment, cut to ``width``."""
+    words = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        words += line.lstrip("#").split()
+    text = " ".join(words)
+    end = text.find(". ")
+    text = text if end < 0 else text[:end + 1]
+    return text if len(text) <= width else text[:width - 1].rstrip() + "…"
+
+
+def resolve_space(space: str | os.PathLike) -> Path:
+    """A space file: ``space`` itself when that path exists, else the shipped space of that name
+    (``zeroflow sweep quickstart``)."""
+    path = Path(space).expanduser()
+    if path.exists():
+        return path
+    shipped = shipped_spaces()
+    if str(space) in shipped:
+        return shipped[str(space)]
+    raise ConfigError(f"space file {space} does not exist and no shipped space has that name; "
+                      f"shipped: {', '.join(shipped)} (zeroflow sweep --list)")
+
+
+def planned_trials(space: Space) -> list[dict[str, Any]]:
+    """The trial configs a gridded sweep runs, override rules applied and every key resolved,
+    in Ray's order (each grid point, then each seed). A key drawn by a ``sample`` section, or
+    every key when a searcher picks the trials, is shown as its distribution instead."""
+    if space.searched:
+        raise ConfigError(f"{space.name}: a searcher ({space.search['algorithm']}) picks the "
+                          f"trials while the sweep runs, so there is no list to show; "
+                          f"use search: {{algorithm: grid}} to fix them in advance")
+    seeds = ([int(space.base.get("seed", 0)) + i for i in range(space.run["num_samples"])]
+             if space.seeds_from_samples else [None])
+    out = []
+    for point in space.points():
+        for seed in seeds:
+            config = {**space.base, **point, **({} if seed is None else {"seed": seed})}
+            trial = make_config(space.apply_overrides(config)).to_dict()
+            for key, spec in space.sample.items():
+                trial[key] = spec  # e.g. {"loguniform": [0.0001, 0.1]}: drawn per trial
+            out.append(trial)
+    return out * (1 if space.seeds_from_samples else space.num_samples)
+
+
+def _say(message: str) -> None:
+    print(f"zeroflow: {message}", file=sys.stderr, flush=True)
+
+
 def _live_hosts() -> int:
     import ray
 
@@ -104,6 +164,7 @@ def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
     from zeroflow.sweep.mlflow_callback import MLflowSweepCallback
     from zeroflow.tracking import default_tracking_uri
 
+    space_path = resolve_space(space_path)
     space = load_space(space_path, name)
     storage_path = _storage(storage)
     experiment = storage_mod.join(storage_path, space.name)
@@ -112,6 +173,10 @@ def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
             f"a sweep named {space.name!r} already exists in {storage_path}; continue it with "
             f"'zeroflow resume {space.name}' or pick another --name")
     uri = tracking_uri or default_tracking_uri()
+    if progress:
+        _say(f"sweep {space.name}: {space.n_trials} trials"
+             + ("" if space.searched else f", {space.run['max_concurrent']} at a time")
+             + "; starting Ray")
     if verbose == 0:  # Tune's legacy reporter prints nothing at 0 (the new one, a header box)
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         # nor "callbacks.on_trial_result took 1.3 s" (the driver's MLflow callback)
@@ -221,6 +286,7 @@ def resume_sweep(name_or_path: str, *, storage: str | os.PathLike | None = None,
                           f"where it lives) or its folder")
     storage_mod.check_trusted(path)  # before anything in it is unpickled
     space = saved_space(path)  # fails fast, before Ray starts
+    _say(f"resuming sweep {space.name} ({path}); starting Ray")
     uri = tracking_uri_of(path)
     launched = _launch_info(path).get("tracking_uri")
     if launched and launched != uri:
