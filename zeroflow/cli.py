@@ -353,11 +353,13 @@ def cmd_ui(args) -> int:
     url = f"http://127.0.0.1:{args.port}"
     _say(f"starting the MLflow UI for {uri} on {url}")
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-           "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1",
+           "--registry-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port),
+           "--workers", "1",
            "--uvicorn-opts", "--log-level warning"]  # not a line per request
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
            "PYTHONWARNINGS": "ignore::DeprecationWarning"}
-    server = subprocess.Popen(cmd, env=env, start_new_session=True)
+    # the server's own chatter goes to stderr: stdout carries the URL line only
+    server = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=sys.stderr)
 
     def interrupt(*_):
         raise KeyboardInterrupt
