@@ -29,15 +29,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "cluster" / "slurm" / "zeroflow.sbatch"
 BIN = Path(sys.executable).parent
-DAEMONS = ("slurmctld", "slurmd", "sbatch", "scontrol", "sinfo", "scancel", "munged")
+TOOLS = ("slurmctld", "slurmd", "sbatch", "scontrol", "sinfo", "scancel", "munged", "setpriv")
 
 
 def _missing() -> str | None:
     path = f"/usr/sbin:/usr/bin:{os.environ.get('PATH', '')}"
-    absent = [d for d in DAEMONS if not shutil.which(d, path=path)]
+    absent = [t for t in TOOLS if not shutil.which(t, path=path)]
     if absent:
         return (f"Slurm cannot start here: {', '.join(absent)} not installed "
-                f"(Debian: apt-get install slurm-wlm munge)")
+                f"(Debian: apt-get install slurm-wlm munge util-linux)")
     if os.geteuid() != 0:
         return "Slurm cannot start here: slurmd and munged need root"
     try:
