@@ -124,3 +124,20 @@ def test_time_left_spreads_the_remaining_trials_over_the_running_ones():
     restored = ProgressLine.__new__(ProgressLine)
     restored.__setstate__(bar.__getstate__())  # a resumed sweep keeps what it measured
     assert restored.trial_seconds() == 40.0 and restored.started_at == {}
+
+
+def test_time_left_uses_the_concurrency_measured_over_time():
+    clock = Clock()
+    bar, _ = _bar(10, clock)
+    trials = [_trial(0), _trial(1)]
+    for t in trials:
+        bar.on_trial_start(0, trials, t)
+    bar.on_step_end(0, trials)
+    clock.now = 30.0
+    bar.on_step_end(0, trials)  # two running for 30 s
+    trials[1].status = "TERMINATED"
+    _finish(trials[1])
+    bar.on_trial_complete(0, trials, trials[1])
+    clock.now = 40.0
+    bar.on_step_end(0, trials)  # then one for 10 s, between an end and the next start
+    assert bar.concurrency(1) == (2 * 30 + 1 * 10) / 40

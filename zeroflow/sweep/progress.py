@@ -55,6 +55,8 @@ class ProgressLine(_tune_callback_base()):
         self.durations: list[float] = []  # wall time of trials that ran start to end here
         self.changes: list[str] = []  # what happened since the last line
         self.pending = False  # an end waits for its line
+        self.busy = [0.0, 0.0]  # running trials integrated over time, and that time
+        self.sampled_at: float | None = None
 
     def __getstate__(self):  # Tune pickles callbacks with the experiment
         state = dict(self.__dict__)
@@ -66,6 +68,7 @@ class ProgressLine(_tune_callback_base()):
         self.__dict__.update(state)
         self.start, self.last_print = self.clock(), -float("inf")
         self.started_at, self.changes, self.pending = {}, [], False
+        self.busy, self.sampled_at = [0.0, 0.0], None
 
     # ------------------------------------------------------------------ Tune's hooks
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -92,6 +95,11 @@ class ProgressLine(_tune_callback_base()):
 
     def on_step_end(self, iteration, trials, **info):
         now = self.clock()
+        running = self.counts(trials)["running"]
+        if self.sampled_at is not None:  # the real concurrency: running trials over time
+            self.busy[0] += running * (now - self.sampled_at)
+            self.busy[1] += now - self.sampled_at
+        self.sampled_at = now
         if (self.pending and now - self.last_print >= self.every) or (
                 now - self.last_print >= self.quiet_for):
             self.print_line(trials)
@@ -142,7 +150,8 @@ class ProgressLine(_tune_callback_base()):
         if self.best:
             short = {"avg_accuracy": "avg", "accuracy": "last"}.get(self.metric, self.metric)
             parts.append(f"best {short} {self.best[0]:.2f} ({self.best[1]})")
-        left = self.time_left(counts["running"]) if len(self.ended) < self.n_trials else None
+        left = self.time_left(self.concurrency(counts["running"])) if len(
+            self.ended) < self.n_trials else None
         if left is not None:
             parts.append(f"~{_clock(left)} left")
         if self.changes:
@@ -161,7 +170,12 @@ class ProgressLine(_tune_callback_base()):
                 guesses.append((now - began) * n_tasks / done)
         return sum(guesses) / len(guesses) if guesses else None
 
-    def time_left(self, running: int) -> float | None:
+    def concurrency(self, running: int) -> float:
+        """How many trials ran at a time, on average so far (``running`` until measured): a
+        trial's end and the next one's start are not simultaneous."""
+        return self.busy[0] / self.busy[1] if self.busy[1] > 0 else float(running)
+
+    def time_left(self, running: float) -> float | None:
         """Seconds until the last trial ends: the running trials' remainders and the trials not
         started yet, at ``running`` trials at a time."""
         per_trial = self.trial_seconds()
