@@ -27,11 +27,16 @@ from zeroflow import optim
 from zeroflow.config import TrialConfig, make_config
 from zeroflow.errors import CheckpointError, ConfigError, DivergenceError
 from zeroflow.metrics import AccuracyMatrix, PeakMemory, Stopwatch, accuracy_by_task
-from zeroflow.seeding import derive_seed
+from zeroflow.seeding import (
+    AUG_STREAM,
+    DATA_STREAM,
+    DROPOUT_STREAM,
+    OPT_STREAM,
+    derive_seed,
+)
 
 CHECKPOINT_FILE = "trial.pt"
 CHECKPOINT_VERSION = 2  # 2: loadable with weights_only (no numpy arrays)
-_DATA_STREAM, _AUG_STREAM, _OPT_STREAM, _DROPOUT_STREAM = 0xDA7A, 0xA06, 0x0971, 0xD209
 
 
 @dataclass
@@ -153,7 +158,7 @@ class _GroupStepper:
                  model_numel: int | None = None):
         self.group, self.index = group, index
         self.name = group.optimizer or config.optimizer
-        seed = derive_seed(config.seed, _OPT_STREAM, task, index)
+        seed = derive_seed(config.seed, OPT_STREAM, task, index)
         self.main = optim.build(self.name, group.params, **optimizer_hparams(
             config, self.name, seed, group.lr, model_numel))
         self.hybrid = None
@@ -315,7 +320,7 @@ def run_trial(
             epochs = learner.epochs(t)
             steppers = task_steppers(learner, config, t, epochs)
             train_set = scenario.train_set(t)
-            aug_seed = derive_seed(config.seed, _AUG_STREAM, t)
+            aug_seed = derive_seed(config.seed, AUG_STREAM, t)
             if pool is not None:
                 pool.start_task(t, learner, steppers)
             passes_before = sum(s.forward_passes for s in steppers)
@@ -331,13 +336,13 @@ def run_trial(
                         p.grad = None
                 train_set.set_epoch(aug_seed, epoch)
                 gen = torch.Generator().manual_seed(
-                    derive_seed(config.seed, _DATA_STREAM, t, epoch))
+                    derive_seed(config.seed, DATA_STREAM, t, epoch))
                 order = torch.randperm(len(train_set), generator=gen)
                 chunks = batch_chunks(order, config.batch_size, config.limit_batches)
                 loss_sum, n_steps = 0.0, 0
                 for b, (x, y) in enumerate(batches(train_set, order, config.batch_size, device,
                                                    config.num_workers, config.limit_batches)):
-                    dropout_seed = derive_seed(config.seed, _DROPOUT_STREAM, t, epoch, b)
+                    dropout_seed = derive_seed(config.seed, DROPOUT_STREAM, t, epoch, b)
                     for stepper, opt in zip(steppers, active):
                         closure = _closure(learner, opt, x, y, dropout_seed)
                         if pool is not None and not opt.uses_backward:

@@ -19,10 +19,9 @@ import inspect
 import torch
 import torch.nn.functional as F
 
-from zeroflow.seeding import derive_seed
+from zeroflow.seeding import PROBE_STREAM, derive_seed
 
 PROBE_SIZE = 64  # samples per task's probe batch (fewer if the task has fewer)
-_PROBE_STREAM = 0x9B0E
 
 
 def prediction_loss(learner, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -51,7 +50,7 @@ class TaskProbes:
             from zeroflow.trial import make_batch
 
             data = self.scenario.train_set(task, augment=False)
-            gen = torch.Generator().manual_seed(derive_seed(self.seed, _PROBE_STREAM, task))
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, PROBE_STREAM, task))
             chosen = torch.randperm(len(data), generator=gen)[: self.size].tolist()
             self._batches[task] = make_batch(data, chosen, self.device)
         return self._batches[task]

@@ -17,13 +17,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from zeroflow.seeding import derive_seed
+from zeroflow.seeding import SHARPNESS_STREAM, derive_seed
 
 DEFAULT_RADIUS = 0.01
 RADII = (0.005, 0.01, 0.05)  # relative radii measured; ``sharpness`` is DEFAULT_RADIUS's
 SAMPLES = 8  # antithetic pairs per radius
 HESSIAN_ITERATIONS = 50
-_SHARPNESS_STREAM = 0x5A4B
 
 
 def tensor_scales(params: Sequence[torch.Tensor], radius: float) -> list[float]:
@@ -128,7 +127,7 @@ def measure(learner, params: Sequence[torch.Tensor], batches, seed: int, task: i
     was_training = learner.training
     learner.eval()
     try:
-        gen = torch.Generator().manual_seed(derive_seed(seed, _SHARPNESS_STREAM, task))
+        gen = torch.Generator().manual_seed(derive_seed(seed, SHARPNESS_STREAM, task))
         with torch.no_grad():
             base = float(loss_fn())
         passes = len(batches)
