@@ -11,11 +11,12 @@ import pytest
 import ray
 import torch
 
+from zeroflow.batches import BatchSpec
 from zeroflow.distributed.lockstep import LockStepPool, share
 from zeroflow.distributed.pool import ACTOR_PREFIX
 from zeroflow.distributed.replica import Replica
 from zeroflow.optim import Estimate
-from zeroflow.trial import BatchSpec, _closure, run_trial
+from zeroflow.trial import _closure, run_trial
 
 pytestmark = pytest.mark.ray
 

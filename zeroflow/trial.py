@@ -16,20 +16,19 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from zeroflow import optim
+from zeroflow.batches import BatchSpec, batch_chunks, batches, epoch_order
 from zeroflow.config import TrialConfig, make_config
 from zeroflow.errors import CheckpointError, ConfigError, DivergenceError
 from zeroflow.metrics import AccuracyMatrix, PeakMemory, Stopwatch, accuracy_by_task
 from zeroflow.seeding import (
     AUG_STREAM,
-    DATA_STREAM,
     DROPOUT_STREAM,
     OPT_STREAM,
     derive_seed,
@@ -80,19 +79,6 @@ class TrialResult:
     series: list[dict] = field(default_factory=list)  # each task's TaskReport.series
 
 
-@dataclass(frozen=True)
-class BatchSpec:
-    """What names a training batch and its closure, so a query worker can rebuild both: the
-    task, epoch and augmentation seed (``set_epoch``), the batch's sample indices in the task's
-    training set, and the dropout seed the closure reseeds the model with."""
-
-    task: int
-    epoch: int
-    aug_seed: int
-    indices: list[int]
-    dropout_seed: int
-
-
 Reporter = Callable[[TaskReport], None]
 
 
@@ -103,35 +89,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu")
     return device
-
-
-def batch_chunks(indices, batch_size: int, limit: int | None = None) -> list[list[int]]:
-    """``indices`` cut into consecutive batches of sample indices (the first ``limit``)."""
-    indices = [int(i) for i in indices]
-    chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
-    return chunks if limit is None else chunks[:limit]
-
-
-def make_batch(dataset, chunk: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (x, y) batch of ``dataset``'s samples ``chunk``: what a query worker rebuilds from
-    the indices alone, bit for bit."""
-    items = [dataset[i] for i in chunk]
-    x = torch.stack([it[0] for it in items]).to(device)
-    y = torch.tensor([it[1] for it in items], device=device)
-    return x, y
-
-
-def batches(dataset, indices: np.ndarray | torch.Tensor, batch_size: int, device, num_workers=0,
-            limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (x, y) batches of ``dataset[indices]`` in that order (optionally a DataLoader)."""
-    chunks = batch_chunks(indices, batch_size, limit)
-    if num_workers > 0:
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=chunks, num_workers=num_workers)
-        for x, y in loader:
-            yield x.to(device), y.to(device)
-        return
-    for chunk in chunks:
-        yield make_batch(dataset, chunk, device)
 
 
 def optimizer_hparams(config: TrialConfig, name: str, seed: int, lr: float | None,
@@ -335,9 +292,7 @@ def run_trial(
                         p.requires_grad_(opt.uses_backward)
                         p.grad = None
                 train_set.set_epoch(aug_seed, epoch)
-                gen = torch.Generator().manual_seed(
-                    derive_seed(config.seed, DATA_STREAM, t, epoch))
-                order = torch.randperm(len(train_set), generator=gen)
+                order = epoch_order(config.seed, t, epoch, len(train_set))
                 chunks = batch_chunks(order, config.batch_size, config.limit_batches)
                 loss_sum, n_steps = 0.0, 0
                 for b, (x, y) in enumerate(batches(train_set, order, config.batch_size, device,

@@ -19,6 +19,7 @@ import inspect
 import torch
 import torch.nn.functional as F
 
+from zeroflow.batches import make_batch
 from zeroflow.seeding import PROBE_STREAM, derive_seed
 
 PROBE_SIZE = 64  # samples per task's probe batch (fewer if the task has fewer)
@@ -47,8 +48,6 @@ class TaskProbes:
     def batch(self, task: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Task ``task``'s probe batch (built once, then cached)."""
         if task not in self._batches:
-            from zeroflow.trial import make_batch
-
             data = self.scenario.train_set(task, augment=False)
             gen = torch.Generator().manual_seed(derive_seed(self.seed, PROBE_STREAM, task))
             chosen = torch.randperm(len(data), generator=gen)[: self.size].tolist()

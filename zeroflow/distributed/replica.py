@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from zeroflow.batches import make_batch
 from zeroflow.config import make_config
 from zeroflow.optim import Estimate
 
@@ -38,7 +39,7 @@ class Update:
 class Request:
     """What the trial sends a replica per step (all parts optional, applied in this order):
     updates to apply, tensors to load (name → tensor), then the seeds to evaluate on ``batch``
-    (a ``zeroflow.trial.BatchSpec``) with group ``group``'s optimizer."""
+    (a ``zeroflow.batches.BatchSpec``) with group ``group``'s optimizer."""
 
     updates: tuple[Update, ...] = ()
     push: dict[str, torch.Tensor] | None = None
@@ -175,10 +176,8 @@ class Replica:
         return Reply(estimate, opt.forward_passes - before, checksum, time.perf_counter() - start)
 
     def batch(self, spec) -> tuple[torch.Tensor, torch.Tensor]:
-        """The training batch a ``zeroflow.trial.BatchSpec`` names, rebuilt from this
+        """The training batch a ``zeroflow.batches.BatchSpec`` names, rebuilt from this
         replica's own copy of the data (the trial's tensors, bit for bit)."""
-        from zeroflow.trial import make_batch
-
         if spec.task != self.task:
             raise RuntimeError(f"replica is in task {self.task}, asked for task {spec.task}")
         if self._epoch != (spec.epoch, spec.aug_seed):
