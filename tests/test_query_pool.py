@@ -16,7 +16,8 @@ from zeroflow.distributed.lockstep import LockStepPool, share
 from zeroflow.distributed.pool import ACTOR_PREFIX
 from zeroflow.distributed.replica import Replica
 from zeroflow.optim import Estimate
-from zeroflow.trial import _closure, run_trial
+from zeroflow.steppers import training_closure
+from zeroflow.trial import run_trial
 
 pytestmark = pytest.mark.ray
 
@@ -97,7 +98,7 @@ def test_protocol_without_ray_keeps_replicas_equal_to_in_process_steps(scope):
 
     def closure(replica, spec):
         x, y = replica.batch(spec)
-        return _closure(replica.learner, replica.steppers[0].main, x, y, spec.dropout_seed)
+        return training_closure(replica.learner, replica.steppers[0].main, x, y, spec.dropout_seed)
 
     for r in (base, trial):  # momentum buffers exist before the pool syncs the trial's state
         r.steppers[0].main.step(closure(r, specs[0]))

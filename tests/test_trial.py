@@ -238,7 +238,8 @@ def test_checkpoint_holding_a_pickled_callable_is_refused_without_running_it(cap
 ])
 def test_trial_tells_the_auto_step_regime_the_model_size(scope, bottleneck, buffered):
     from zeroflow.config import make_config
-    from zeroflow.trial import _GroupStepper, build_learner, task_steppers
+    from zeroflow.steppers import GroupStepper, task_steppers
+    from zeroflow.trial import build_learner
 
     config = make_config({"method": "finetune", "finetune_scope": scope, "optimizer": "zo-sgd",
                           "adapter_bottleneck": bottleneck})
@@ -248,20 +249,20 @@ def test_trial_tells_the_auto_step_regime_the_model_size(scope, bottleneck, buff
     stepper = task_steppers(learner, config, 0, 1)[0]
     assert stepper.main.buffered is buffered, sum(p.numel() for p in group.params)
     # without the model size, auto sees only the (small) trainable count and picks fast
-    assert _GroupStepper(group, config, 0, 0, 1).main.buffered is True
+    assert GroupStepper(group, config, 0, 0, 1).main.buffered is True
 
 
 def test_run_trial_gives_every_optimizer_the_model_size(monkeypatch):
-    import zeroflow.trial as trial_mod
+    import zeroflow.steppers as steppers_mod
 
     seen = []
-    real = trial_mod._GroupStepper.__init__
+    real = steppers_mod.GroupStepper.__init__
 
     def spy(self, group, config, task, index, epochs, model_numel=None):
         seen.append(model_numel)
         real(self, group, config, task, index, epochs, model_numel)
 
-    monkeypatch.setattr(trial_mod._GroupStepper, "__init__", spy)
+    monkeypatch.setattr(steppers_mod.GroupStepper, "__init__", spy)
     run_trial({"method": "finetune", "finetune_scope": "full", "optimizer": "zo-sgd",
                "epochs": 1, "limit_batches": 1, "samples_per_class": 4})
     assert len(seen) == 5 and all(n is not None and n > 200_000 for n in seen), seen

@@ -76,7 +76,7 @@ MUTATIONS = [
     Mutation("ZO-FC does not mask earlier tasks' logits", "zeroflow/methods/zofc.py",
              "        if start:", "        if False:",
              ["tests/test_methods.py::test_zofc_loss_ignores_earlier_tasks_logits"]),
-    Mutation("training closure does not reseed dropout", "zeroflow/trial.py",
+    Mutation("training closure does not reseed dropout", "zeroflow/steppers.py",
              "        learner.model.reseed(dropout_seed)\n", "",
              ["tests/test_methods.py::"
               "test_training_closure_gives_f_plus_and_f_minus_the_same_dropout_masks"]),

@@ -15,14 +15,12 @@ import dataclasses
 import math
 import os
 import re
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from zeroflow import optim
 from zeroflow.batches import BatchSpec, batch_chunks, batches, epoch_order
 from zeroflow.config import TrialConfig, make_config
 from zeroflow.errors import CheckpointError, ConfigError, DivergenceError
@@ -30,9 +28,9 @@ from zeroflow.metrics import AccuracyMatrix, PeakMemory, Stopwatch, accuracy_by_
 from zeroflow.seeding import (
     AUG_STREAM,
     DROPOUT_STREAM,
-    OPT_STREAM,
     derive_seed,
 )
+from zeroflow.steppers import task_steppers, training_closure
 
 CHECKPOINT_FILE = "trial.pt"
 CHECKPOINT_VERSION = 2  # 2: loadable with weights_only (no numpy arrays)
@@ -89,78 +87,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu")
     return device
-
-
-def optimizer_hparams(config: TrialConfig, name: str, seed: int, lr: float | None,
-                      model_numel: int | None = None) -> dict:
-    """The trial's settings that optimizer ``name`` accepts. ``model_numel`` (the learner's
-    parameter count) lets ``direction_buffer="auto"`` pick the fast step for adapters and the
-    lean one when the backbone itself trains."""
-    values = {
-        "model_numel": model_numel,
-        "lr": config.resolved_lr if lr is None else lr,
-        "mu": config.mu, "q": config.q, "seed": seed, "weight_decay": config.weight_decay,
-        "momentum": config.momentum, "perturbation": config.perturbation,
-        "difference": config.difference, "history": config.history, "sparsity": config.sparsity,
-    }
-    accepted = optim.accepted_hparams(name)
-    return {k: v for k, v in values.items() if k in accepted}
-
-
-class _GroupStepper:
-    """One parameter group's optimizers for a task: the configured one, and for the hybrid
-    schedule its first-order counterpart for the first ``hybrid_epochs`` epochs."""
-
-    def __init__(self, group, config: TrialConfig, task: int, index: int, epochs: int,
-                 model_numel: int | None = None):
-        self.group, self.index = group, index
-        self.name = group.optimizer or config.optimizer
-        seed = derive_seed(config.seed, OPT_STREAM, task, index)
-        self.main = optim.build(self.name, group.params, **optimizer_hparams(
-            config, self.name, seed, group.lr, model_numel))
-        self.hybrid = None
-        if group.optimizer is None and config.hybrid_epochs > 0 and not optim.is_first_order(
-                self.name):
-            fo = optim.fo_counterpart(self.name)
-            self.hybrid = optim.HybridSchedule(config.hybrid_epochs)
-            self.fo = optim.build(fo, group.params,
-                                  **optimizer_hparams(config, fo, seed, group.lr, model_numel))
-        self.schedulers = [
-            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1),
-                                                       eta_min=config.min_lr)
-            for opt in self.optimizers()
-        ]
-
-    def optimizers(self):
-        return [self.main] + ([self.fo] if self.hybrid else [])
-
-    def active(self, epoch: int):
-        if self.hybrid is not None and self.hybrid.use_first_order(epoch):
-            return self.fo
-        return self.main
-
-    def epoch_end(self):
-        """Advance every schedule, the idle optimizer's too (hybrid: ZO starts at epoch k's
-        LR); torch warns about a scheduler stepped before its optimizer, which is intended."""
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
-            for s in self.schedulers:
-                s.step()
-
-    def state_dict(self):
-        return [opt.state_dict() for opt in self.optimizers()]
-
-    @property
-    def forward_passes(self) -> int:
-        return sum(opt.forward_passes for opt in self.optimizers())
-
-
-def task_steppers(learner, config: TrialConfig, task: int, epochs: int) -> list[_GroupStepper]:
-    """The steppers of every parameter group of ``learner`` for ``task``, each told the
-    learner's parameter count (``direction_buffer="auto"`` picks the step regime by it)."""
-    numel = sum(p.numel() for p in learner.parameters())
-    return [_GroupStepper(g, config, task, i, epochs, numel)
-            for i, g in enumerate(learner.param_groups())]
 
 
 def _save_checkpoint(directory: Path, payload: dict) -> None:
@@ -299,7 +225,7 @@ def run_trial(
                                                    config.num_workers, config.limit_batches)):
                     dropout_seed = derive_seed(config.seed, DROPOUT_STREAM, t, epoch, b)
                     for stepper, opt in zip(steppers, active):
-                        closure = _closure(learner, opt, x, y, dropout_seed)
+                        closure = training_closure(learner, opt, x, y, dropout_seed)
                         if pool is not None and not opt.uses_backward:
                             loss = pool.step(stepper.index, opt, closure, BatchSpec(
                                 t, epoch, aug_seed, chunks[b], dropout_seed))
@@ -404,19 +330,6 @@ def summarize(matrix: AccuracyMatrix, counters: dict, memory: PeakMemory) -> dic
     }
 
 
-def _closure(learner, opt, x, y, dropout_seed: int):
-    def closure():
-        learner.model.reseed(dropout_seed)
-        if opt.uses_backward:
-            opt.zero_grad(set_to_none=True)
-            loss = learner.loss(x, y)
-            loss.backward()
-            return loss.detach()  # holds no graph: forward-grad later swaps these tensors
-        return learner.loss(x, y)
-
-    return closure
-
-
 @torch.no_grad()
 def evaluate(learner, scenario, t: int, task_of_label, config, device):
     """(a[t, j] for j <= t, accuracy on all seen classes), predicting over all seen classes."""
@@ -447,3 +360,7 @@ def _check_resumable(ckpt: dict, config: TrialConfig) -> None:
         raise ConfigError(f"checkpoint belongs to another trial ({pairs}); use the same config "
                           "or another checkpoint_dir")
 
+
+
+# benchmarks/ import the training closure by its old name; its home is zeroflow.steppers
+_closure = training_closure

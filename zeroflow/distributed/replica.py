@@ -21,6 +21,7 @@ import torch
 from zeroflow.batches import make_batch
 from zeroflow.config import make_config
 from zeroflow.optim import Estimate
+from zeroflow.steppers import task_steppers, training_closure
 
 
 @dataclass(frozen=True)
@@ -132,8 +133,6 @@ class Replica:
         return trainable_checksum(self.learner)
 
     def _enter(self, task: int) -> None:
-        from zeroflow.trial import task_steppers
-
         for t in range(self.learner.task + 1, task + 1):
             self.learner.before_task(t)
         self.learner.to(self.device)
@@ -155,8 +154,6 @@ class Replica:
 
     def step(self, request: Request) -> Reply:
         """Apply the updates, load the pushed tensors, evaluate the seeds (see ``Request``)."""
-        from zeroflow.trial import _closure
-
         start = time.perf_counter()
         for update in request.updates:
             self.apply(update)
@@ -171,7 +168,7 @@ class Replica:
         x, y = self.batch(spec)
         opt = self.steppers[request.group].main
         before = opt.forward_passes
-        estimate = opt.evaluate(_closure(self.learner, opt, x, y, spec.dropout_seed),
+        estimate = opt.evaluate(training_closure(self.learner, opt, x, y, spec.dropout_seed),
                                 list(request.seeds))
         return Reply(estimate, opt.forward_passes - before, checksum, time.perf_counter() - start)
 
