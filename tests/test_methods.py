@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from zeroflow import optim
+from zeroflow.assembly import build_learner
 from zeroflow.config import make_config
 from zeroflow.methods.ease import complete_prototypes, reweighted_logits
 from zeroflow.models.backbone import TINY_VIT_CONFIG
 from zeroflow.steppers import training_closure
-from zeroflow.trial import build_learner
 
 TINY_SIZE = TINY_VIT_CONFIG["img_size"]
 

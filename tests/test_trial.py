@@ -237,9 +237,9 @@ def test_checkpoint_holding_a_pickled_callable_is_refused_without_running_it(cap
     ("full", 8, False),  # the whole backbone trains -> lean (seed-only), memory first
 ])
 def test_trial_tells_the_auto_step_regime_the_model_size(scope, bottleneck, buffered):
+    from zeroflow.assembly import build_learner
     from zeroflow.config import make_config
     from zeroflow.steppers import GroupStepper, task_steppers
-    from zeroflow.trial import build_learner
 
     config = make_config({"method": "finetune", "finetune_scope": scope, "optimizer": "zo-sgd",
                           "adapter_bottleneck": bottleneck})

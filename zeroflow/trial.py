@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from zeroflow.assembly import build_learner, resolve_device
 from zeroflow.batches import BatchSpec, batch_chunks, batches, epoch_order
 from zeroflow.config import TrialConfig, make_config
 from zeroflow.errors import CheckpointError, ConfigError, DivergenceError
@@ -80,15 +81,6 @@ class TrialResult:
 Reporter = Callable[[TaskReport], None]
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu")
-    return device
-
-
 def _save_checkpoint(directory: Path, payload: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / (CHECKPOINT_FILE + ".tmp")
@@ -117,23 +109,6 @@ def load_checkpoint(directory: str | os.PathLike) -> dict | None:
             f"checkpoint {path} cannot be loaded safely ({reason}); it must hold only "
             "tensors and plain data: delete it (the trial restarts) or use another "
             "checkpoint_dir") from None
-
-
-def build_learner(config: TrialConfig, device: torch.device):
-    """Data scenario, backbone and the method's learner for ``config``."""
-    from zeroflow.data import Scenario, load_dataset
-    from zeroflow.methods import create_learner
-    from zeroflow.models import create_backbone
-
-    model = create_backbone(config.backbone, weights=config.weights, device=device)
-    train, test = load_dataset(config.dataset, data_root=config.data_root,
-                               image_size=model.image_size, download=config.download)
-    try:
-        scenario = Scenario(train, test, config.init_cls, config.increment, config.order_seed,
-                            samples_per_class=config.samples_per_class)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    return create_learner(config.method, model, scenario, config), scenario
 
 
 def run_trial(

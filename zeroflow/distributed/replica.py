@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from zeroflow.assembly import build_learner, resolve_device
 from zeroflow.batches import make_batch
 from zeroflow.config import make_config
 from zeroflow.optim import Estimate
@@ -110,8 +111,6 @@ class Replica:
     steppers: list = field(default_factory=list)
 
     def __post_init__(self):
-        from zeroflow.trial import build_learner, resolve_device
-
         if self.threads:
             torch.set_num_threads(self.threads)
         self.trial_config = make_config(self.config)
