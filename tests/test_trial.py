@@ -215,7 +215,7 @@ class _Payload:
 
 
 def test_checkpoint_holding_a_pickled_callable_is_refused_without_running_it(capsys, tmp_path):
-    from zeroflow.trial import CHECKPOINT_FILE
+    from zeroflow.checkpoint import CHECKPOINT_FILE
 
     target = tmp_path / "executed"
     ckpt = tmp_path / "ck"

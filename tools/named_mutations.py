@@ -87,7 +87,7 @@ MUTATIONS = [
     Mutation("ZO divergence goes unnoticed", "zeroflow/trial.py",
              "if not math.isfinite(loss_value):", "if False:",
              ["tests/test_trial.py::test_zo_divergence_stops_the_trial_naming_lr_and_mu"]),
-    Mutation("checkpoint of another config is accepted", "zeroflow/trial.py",
+    Mutation("checkpoint of another config is accepted", "zeroflow/checkpoint.py",
              "    if diff:\n        pairs", "    if False:\n        pairs",
              ["tests/test_trial.py::test_cli_resumes_from_checkpoint_dir_and_refuses_another_config"]),
     Mutation("zeroflow run ignores --checkpoint-dir on start", "zeroflow/trial.py",

@@ -14,27 +14,23 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from zeroflow.assembly import build_learner, resolve_device
 from zeroflow.batches import BatchSpec, batch_chunks, batches, epoch_order
+from zeroflow.checkpoint import check_resumable, load_checkpoint, save_checkpoint, task_checkpoint
 from zeroflow.config import TrialConfig, make_config
-from zeroflow.errors import CheckpointError, ConfigError, DivergenceError
-from zeroflow.metrics import AccuracyMatrix, PeakMemory, Stopwatch, accuracy_by_task
+from zeroflow.errors import DivergenceError
+from zeroflow.evaluation import evaluate, task_of_label
+from zeroflow.metrics import AccuracyMatrix, PeakMemory, Stopwatch
 from zeroflow.seeding import (
     AUG_STREAM,
     DROPOUT_STREAM,
     derive_seed,
 )
 from zeroflow.steppers import task_steppers, training_closure
-
-CHECKPOINT_FILE = "trial.pt"
-CHECKPOINT_VERSION = 2  # 2: loadable with weights_only (no numpy arrays)
 
 
 @dataclass
@@ -81,36 +77,6 @@ class TrialResult:
 Reporter = Callable[[TaskReport], None]
 
 
-def _save_checkpoint(directory: Path, payload: dict) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / (CHECKPOINT_FILE + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, directory / CHECKPOINT_FILE)
-
-
-def load_checkpoint(directory: str | os.PathLike) -> dict | None:
-    """The task checkpoint in ``directory`` (None if there is none).
-
-    Loaded with ``weights_only=True``: a checkpoint holds tensors and plain data only, so a
-    file in shared storage that someone else could write never runs code when read."""
-    path = Path(directory) / CHECKPOINT_FILE
-    if not path.exists():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - unpickling raises many types
-        text = str(err)
-        found = re.search(r"GLOBAL ([\w.]+)", text)
-        detail = [line.strip() for line in text.split("WeightsUnpickler error:")[-1].splitlines()
-                  if line.strip()]
-        reason = (f"it refers to {found.group(1)}, which is not tensors or plain data" if found
-                  else f"unreadable: {detail[0][:160] if detail else type(err).__name__}")
-        raise CheckpointError(
-            f"checkpoint {path} cannot be loaded safely ({reason}); it must hold only "
-            "tensors and plain data: delete it (the trial restarts) or use another "
-            "checkpoint_dir") from None
-
-
 def run_trial(
     config: TrialConfig | dict,
     reporter: Reporter | None = None,
@@ -146,14 +112,13 @@ def run_trial(
         from zeroflow.analysis.probes import TaskProbes
 
         probes = TaskProbes(scenario, config.seed, device)
-    task_of_label = torch.tensor(
-        [t for t in range(n_tasks) for _ in scenario.task_classes(t)], device=device)
+    labels = task_of_label(scenario, device)
 
     start = 0
     source = resume_from if resume_from is not None else checkpoint_dir
     ckpt = load_checkpoint(source) if source is not None else None
     if ckpt is not None:
-        _check_resumable(ckpt, config)
+        check_resumable(ckpt, config)
         for t in range(ckpt["task"] + 1):
             learner.before_task(t)
         learner.to(device)
@@ -247,7 +212,7 @@ def run_trial(
             eval_set = scenario.train_set(t, augment=False)
             learner.after_task(t, lambda eval_set=eval_set: batches(
                 eval_set, range(len(eval_set)), config.eval_batch_size, device, config.num_workers))
-            per_task, seen = evaluate(learner, scenario, t, task_of_label, config, device)
+            per_task, seen = evaluate(learner, scenario, t, labels, config, device)
             matrix.record(t, per_task, seen)
             analysis = {}
             if config.sharpness:
@@ -278,13 +243,8 @@ def run_trial(
                 f"classes, forgetting {matrix.forgetting():.2f}")
             written = None
             if checkpoint_dir is not None:
-                _save_checkpoint(Path(checkpoint_dir), {
-                    "version": CHECKPOINT_VERSION, "config": config.to_dict(), "task": t,
-                    "learner": learner.trainable_state(),
-                    "optimizers": [s.state_dict() for s in steppers],
-                    "matrix": matrix.state_dict(), "counters": dict(counters), "history": history,
-                    "series": series_history,
-                })
+                save_checkpoint(Path(checkpoint_dir), task_checkpoint(
+                    config, t, learner, steppers, matrix, counters, history, series_history))
                 written = str(checkpoint_dir)
             if reporter is not None:
                 reporter(TaskReport(t, n_tasks, metrics, written, start, memory.label, series))
@@ -303,38 +263,6 @@ def summarize(matrix: AccuracyMatrix, counters: dict, memory: PeakMemory) -> dic
         "peak_memory_mb": memory.peak_mb(), "forward_passes": float(counters["forward_passes"]),
         "steps": float(counters["steps"]), "train_seconds": counters["train_seconds"],
     }
-
-
-@torch.no_grad()
-def evaluate(learner, scenario, t: int, task_of_label, config, device):
-    """(a[t, j] for j <= t, accuracy on all seen classes), predicting over all seen classes."""
-    test = scenario.test_set_upto(t)
-    preds, labels = [], []
-    for x, y in batches(test, range(len(test)), config.eval_batch_size, device,
-                        config.num_workers):
-        preds.append(learner.predict(x).argmax(dim=1))
-        labels.append(y)
-    return accuracy_by_task(torch.cat(preds), torch.cat(labels), task_of_label, t + 1)
-
-
-# keys that may differ when a trial resumes: where and how fast it runs, not what it computes
-_FREE_ON_RESUME = ("device", "num_workers", "eval_batch_size", "data_root", "download",
-                   "query_workers", "worker_cpus", "worker_gpus", "track_task_losses", "sharpness",
-                   "sharpness_hessian")
-
-
-def _check_resumable(ckpt: dict, config: TrialConfig) -> None:
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise ConfigError("checkpoint was written by another zeroflow version; start afresh "
-                          "with another checkpoint_dir")
-    saved = ckpt["config"]
-    current = config.to_dict()
-    diff = [k for k in current if k not in _FREE_ON_RESUME and saved.get(k) != current[k]]
-    if diff:
-        pairs = ", ".join(f"{k}: {saved.get(k)!r} → {getattr(config, k)!r}" for k in diff)
-        raise ConfigError(f"checkpoint belongs to another trial ({pairs}); use the same config "
-                          "or another checkpoint_dir")
-
 
 
 # benchmarks/ import the training closure by its old name; its home is zeroflow.steppers

@@ -155,7 +155,7 @@ class MLflowSweepCallback(_tune_callback_base()):
 
 def _checkpoint_results(trial) -> list[dict]:
     """Every task's reported metrics, from the trial's latest checkpoint (its full history)."""
-    from zeroflow.trial import CHECKPOINT_FILE, load_checkpoint
+    from zeroflow.checkpoint import CHECKPOINT_FILE, load_checkpoint
 
     checkpoint = getattr(trial, "checkpoint", None)
     if checkpoint is None:

@@ -26,8 +26,9 @@ def zeroflow_trainable(config: dict) -> None:
     import ray
     from ray import tune
 
+    from zeroflow.checkpoint import CHECKPOINT_FILE
     from zeroflow.tracking import SERIES_KEY
-    from zeroflow.trial import CHECKPOINT_FILE, run_trial
+    from zeroflow.trial import run_trial
 
     where = {"node_id": ray.get_runtime_context().get_node_id(),
              "node_ip": ray.util.get_node_ip_address()}

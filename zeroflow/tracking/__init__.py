@@ -279,7 +279,7 @@ class SweepTracker:
         with the config and accuracy history) as artifact ``checkpoint/``: download the folder
         and pass it to ``zeroflow run --resume-from``, or ``torch.load(..., weights_only=True)``
         it in a script (key ``learner``)."""
-        from zeroflow.trial import CHECKPOINT_FILE
+        from zeroflow.checkpoint import CHECKPOINT_FILE
 
         path = Path(directory) / CHECKPOINT_FILE
         if path.exists():
