@@ -84,7 +84,7 @@ MUTATIONS = [
              "return epoch_in_task < self.fo_epochs", "return False",
              ["tests/test_trial.py::"
               "test_hybrid_runs_first_order_then_forward_passes_within_each_task"]),
-    Mutation("ZO divergence goes unnoticed", "zeroflow/trial.py",
+    Mutation("ZO divergence goes unnoticed", "zeroflow/steppers.py",
              "if not math.isfinite(loss_value):", "if False:",
              ["tests/test_trial.py::test_zo_divergence_stops_the_trial_naming_lr_and_mu"]),
     Mutation("checkpoint of another config is accepted", "zeroflow/checkpoint.py",

@@ -4,17 +4,21 @@ memory benchmark build alike.
 A learner names its parameter groups (``Learner.param_groups``); a ``GroupStepper`` holds one
 group's optimizers for one task (the configured one, and for the hybrid schedule its first-order
 counterpart), their cosine LR schedules, and which of them is active in an epoch.
-``training_closure`` is the closure every optimizer steps (zero-argument, returns the loss).
+``training_closure`` is the closure every optimizer steps (zero-argument, returns the loss);
+``LocalStepping`` steps the optimizers in this process (``zeroflow.distributed.QueryPool`` is
+the other way, with the same methods).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
 
 from zeroflow import optim
 from zeroflow.config import TrialConfig
+from zeroflow.errors import DivergenceError
 from zeroflow.seeding import OPT_STREAM, derive_seed
 
 
@@ -90,6 +94,25 @@ def task_steppers(learner, config: TrialConfig, task: int, epochs: int) -> list[
             for i, g in enumerate(learner.param_groups())]
 
 
+def activate(steppers: list[GroupStepper], epoch: int) -> list:
+    """Each stepper's optimizer for ``epoch``; its tensors require grad only if that one
+    calls backward (``.grad`` cleared)."""
+    active = [s.active(epoch) for s in steppers]
+    for stepper, opt in zip(steppers, active):
+        for p in stepper.group.params:
+            p.requires_grad_(opt.uses_backward)
+            p.grad = None
+    return active
+
+
+def freeze(steppers: list[GroupStepper]) -> None:
+    """After a task's training: no trained tensor requires grad or holds one."""
+    for stepper in steppers:
+        for p in stepper.group.params:
+            p.requires_grad_(False)
+            p.grad = None
+
+
 def training_closure(learner, opt, x, y, dropout_seed: int):
     """The zero-argument closure ``opt.step`` calls on batch (x, y): the learner's loss with
     the batch's dropout masks (reseeded on every call, so f(θ + μz) and f(θ − μz) share them);
@@ -104,3 +127,38 @@ def training_closure(learner, opt, x, y, dropout_seed: int):
         return learner.loss(x, y)
 
     return closure
+
+
+def finite_loss(loss: torch.Tensor, stepper: GroupStepper, opt, mu: float, task: int,
+                epoch: int, step: int) -> float:
+    """The step's loss as a float; a NaN or inf one ends the trial naming where and what to
+    lower."""
+    loss_value = float(loss.detach())
+    if not math.isfinite(loss_value):
+        raise DivergenceError(
+            f"loss became {loss_value} at task {task}, epoch {epoch}, step {step} "
+            f"({stepper.name}, lr={opt.param_groups[0]['lr']:.3g}"
+            + (f", mu={mu:g}" if not opt.uses_backward else "")
+            + "); lower lr" + (" or mu" if not opt.uses_backward else "")
+        )
+    return loss_value
+
+
+class LocalStepping:
+    """Steps every optimizer in this process: the loop's default. ``QueryPool`` (query workers
+    evaluating forward-pass directions) has the same methods and ``stats``, its traffic."""
+
+    stats = None
+
+    def start_task(self, task: int, learner, steppers: list[GroupStepper]) -> None:
+        """After the loop built task ``task``'s structure and steppers."""
+
+    def train_step(self, stepper: GroupStepper, opt, closure, batch) -> torch.Tensor:
+        """One step of ``stepper``'s active optimizer ``opt`` on the batch ``batch`` names."""
+        return opt.step(closure)
+
+    def finish_task(self) -> None:
+        """After the task's last step."""
+
+    def close(self) -> None:
+        """At the end of the trial, also when it failed."""

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from zeroflow.batches import make_batch
+from zeroflow.observers import Observer, StepEvent, TrialState
 from zeroflow.seeding import PROBE_STREAM, derive_seed
 
 PROBE_SIZE = 64  # samples per task's probe batch (fewer if the task has fewer)
@@ -72,3 +73,29 @@ class TaskProbes:
 
     def seen_batches(self, seen: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [self.batch(j) for j in range(seen)]
+
+
+class TaskLosses(Observer):
+    """``track_task_losses: N``: after every N-th training step (global count), the probe loss
+    of every task seen so far, the current one included, as series ``task_loss_<j>``."""
+
+    def __init__(self, probes: TaskProbes, every: int):
+        self.probes, self.every = probes, every
+
+    def after_step(self, state: TrialState, event: StepEvent) -> None:
+        if event.global_step % self.every == 0:
+            for j, value in self.probes.losses(state.learner, state.task + 1).items():
+                state.series.setdefault(f"task_loss_{j}", []).append([event.global_step, value])
+
+
+class ProbePasses(Observer):
+    """The analyses' forward passes on the probe batches, counted apart from training's
+    (counter and metric ``probe_forward_passes``, cumulative): the last analysis observer."""
+
+    def __init__(self, probes: TaskProbes):
+        self.probes = probes
+
+    def after_eval(self, state: TrialState) -> dict[str, float]:
+        state.counters["probe_forward_passes"] += self.probes.forward_passes
+        self.probes.forward_passes = 0
+        return {"probe_forward_passes": float(state.counters["probe_forward_passes"])}
