@@ -13,16 +13,22 @@ import numpy as np
 
 from zeroflow import plotting
 from zeroflow.report.runs import Run
-from zeroflow.report.tables import OPTIMIZERS, fmt_value, rank
+from zeroflow.report.tables import fmt_value, order, rank
 
-MARKERS = {"ease": "o", "aper": "s", "finetune": "^", "zofc": "D"}
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # per method, in registry order
+
+
+def _marker(method) -> str:
+    methods = order()["method"]
+    return MARKERS[methods.index(method) % len(MARKERS)] if method in methods else "x"
 
 
 def _color(optimizer: str):
     import matplotlib
 
     cmap = matplotlib.colormaps["tab10"]
-    index = OPTIMIZERS.index(optimizer) if optimizer in OPTIMIZERS else 9
+    optimizers = order()["optimizer"]
+    index = optimizers.index(optimizer) if optimizer in optimizers else 9
     return cmap(index % 10)
 
 
@@ -79,7 +85,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def _sort_key(setting: tuple) -> tuple:
     config = dict(setting)
     opt = config.get("optimizer")
-    return (OPTIMIZERS.index(opt) if opt in OPTIMIZERS else 99, str(setting))
+    optimizers = order()["optimizer"]
+    return (optimizers.index(opt) if opt in optimizers else 99, str(setting))
 
 
 def accuracy_vs_q(runs: list[Run], path: Path) -> tuple[Path, str]:
@@ -150,14 +157,15 @@ def accuracy_against(runs: list[Run], key: str, xlabel: str, path: Path,
             y, ys = _mean_std([r.metrics.get("avg", math.nan) for r in lines[setting]])
             if math.isfinite(x) and math.isfinite(y):
                 ax.errorbar(x, y, xerr=xs or None, yerr=ys or None,
-                            marker=MARKERS.get(config.get("method"), "x"),
+                            marker=_marker(config.get("method")),
                             color=_color(config.get("optimizer", "")), linestyle="none",
                             markersize=6, capsize=2, alpha=0.85)
-        opts = [o for o in OPTIMIZERS if any(r.config.get("optimizer") == o for r in group)]
-        methods = [m for m in MARKERS if any(r.config.get("method") == m for r in group)]
+        opts = [o for o in order()["optimizer"]
+                if any(r.config.get("optimizer") == o for r in group)]
+        methods = [m for m in order()["method"] if any(r.config.get("method") == m for r in group)]
         handles = ([Line2D([], [], color=_color(o), marker="o", linestyle="none", label=o)
                     for o in opts]
-                   + [Line2D([], [], color="black", marker=MARKERS[m], linestyle="none",
+                   + [Line2D([], [], color="black", marker=_marker(m), linestyle="none",
                              markerfacecolor="none", label=m) for m in methods])
         ax.legend(handles=handles, fontsize=6, loc="best")
         labels = sorted({r.memory for r in group})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -25,17 +26,19 @@ MISSING = "–"  # no value of ours (a note says why)
 NO_PAPER = "—"  # the paper has no such cell
 ABSENT = object()  # an extra row key of a row that has no run at all
 
-OPTIMIZERS = ("fo-sgd", "zo-sgd", "zo-sgd-sign", "zo-sgd-conserve", "fo-adam", "zo-adam",
-              "zo-adam-sign", "zo-adam-conserve", "forward-grad")
-FAMILY_STRATEGY = {
-    "fo-sgd": ("SGD", "FO"), "zo-sgd": ("SGD", "ZO"), "zo-sgd-sign": ("SGD", "Sign"),
-    "zo-sgd-conserve": ("SGD", "Conserve"), "fo-adam": ("Adam", "FO"), "zo-adam": ("Adam", "ZO"),
-    "zo-adam-sign": ("Adam", "Sign"), "zo-adam-conserve": ("Adam", "Conserve"),
-    "forward-grad": ("", "Forward"),
-}
-ORDER = {"optimizer": OPTIMIZERS, "method": ("ease", "aper", "finetune", "zofc"),
-         "dataset": ("digits", "cifar100", "cub", "imagenet-a", "omnibenchmark")}
 GPU = "cuda_max_allocated"
+
+
+@lru_cache(maxsize=1)
+def order() -> dict[str, tuple]:
+    """Rows and columns list optimizers, methods and datasets in their registries' order
+    (optimizers grouped by family: ``optim.report_order``); other values by value."""
+    from zeroflow import optim
+    from zeroflow.data import DATASETS
+    from zeroflow.methods import METHODS
+
+    return {"optimizer": tuple(optim.report_order()), "method": METHODS.names(),
+            "dataset": DATASETS.names()}
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,9 @@ def fmt_value(value: Any) -> str:
 
 
 def rank(key: str, value: Any) -> tuple:
-    order = ORDER.get(key, ())
-    if value in order:
-        return (0, order.index(value), "")
+    known = order().get(key, ())
+    if value in known:
+        return (0, known.index(value), "")
     if value is None or value is ABSENT:
         return (2, 0.0, "")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -113,13 +116,13 @@ def split_keys(runs: list[Run], keys: list[str]) -> list[str]:
 def _row_tuples(runs: list[Run], rows: list[str], extra: list[str], product: bool) -> list[tuple]:
     keys = rows + extra
     observed = {tuple(r.config.get(k) for k in keys) for r in runs}
-    order = lambda t: tuple(rank(k, v) for k, v in zip(keys, t))  # noqa: E731
+    by_rank = lambda t: tuple(rank(k, v) for k, v in zip(keys, t))  # noqa: E731
     if not product:
-        return sorted(observed, key=order)
+        return sorted(observed, key=by_rank)
     out = []
     for base in itertools.product(*[_sorted(k, [r.config.get(k) for r in runs]) for k in rows]):
         tails = sorted({t[len(rows):] for t in observed if t[:len(rows)] == base},
-                       key=lambda t: order(base + t))
+                       key=lambda t: by_rank(base + t))
         out += [base + t for t in tails] or [base + (ABSENT,) * len(extra)]
     return out
 
@@ -243,9 +246,13 @@ _ACC_CAPTION = ("Top-1 accuracy (%): Avg over tasks, Last after the final task, 
 
 
 def _optimizer_columns(value) -> list[str]:
-    if value is ABSENT or value not in FAMILY_STRATEGY:
+    """An optimizer as Table 1's two columns: its family and strategy (registry fields)."""
+    from zeroflow import optim
+
+    if value is ABSENT or value not in optim.REGISTRY:
         return [fmt_value(value), ""]
-    return list(FAMILY_STRATEGY[value])
+    spec = optim.REGISTRY[value]
+    return [spec.family, spec.strategy]
 
 
 def table1(runset: RunSet) -> Table:
