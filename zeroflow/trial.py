@@ -24,7 +24,7 @@ from zeroflow.batches import BatchSpec, batch_chunks, batches, epoch_order
 from zeroflow.checkpoint import check_resumable, load_checkpoint, save_checkpoint, task_checkpoint
 from zeroflow.config import TrialConfig, make_config
 from zeroflow.evaluation import evaluate, task_of_label
-from zeroflow.metrics import AccuracyMatrix, PeakMemory, Stopwatch
+from zeroflow.metrics import AccuracyMatrix, PeakMemory, Stopwatch, check_task_metrics
 from zeroflow.observers import Callbacks, EpochEvent, Observer, StepEvent, TrialState
 from zeroflow.seeding import AUG_STREAM, DROPOUT_STREAM, derive_seed
 from zeroflow.steppers import (
@@ -111,9 +111,9 @@ def run_trial(
             state.counters["forward_passes"] += passes
             state.counters["train_seconds"] += train_seconds
             extra = _evaluate_task(state, watchers, labels)
-            metrics = {
+            metrics = check_task_metrics({
                 **_task_metrics(state, memory, passes, steps, watch.seconds, train_seconds),
-                **extra}
+                **extra})
             state.history.append(metrics)
             state.series_history.append(state.series)
             for w in watchers:
