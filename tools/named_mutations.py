@@ -94,7 +94,7 @@ MUTATIONS = [
              "source = resume_from if resume_from is not None else checkpoint_dir",
              "source = resume_from",
              ["tests/test_trial.py::test_cli_resumes_from_checkpoint_dir_and_refuses_another_config"]),
-    Mutation("default store in the home directory", "zeroflow/tracking/__init__.py",
+    Mutation("default store in the home directory", "zeroflow/tracking/store.py",
              "root = Path(launch_dir or os.getcwd()).resolve()",
              "root = Path(launch_dir or Path.home()).resolve()",
              ["tests/test_trial.py::"
