@@ -14,7 +14,7 @@ import pytest
 from zeroflow.cli import main
 from zeroflow.config import make_config
 from zeroflow.report import build_report, write_report
-from zeroflow.report.tables import MISSING, NO_PAPER
+from zeroflow.report.grid import MISSING, NO_PAPER
 from zeroflow.tracking import TAG_MEMORY, SweepTracker
 
 N_TASKS = 3

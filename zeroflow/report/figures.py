@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from zeroflow import plotting
+from zeroflow.report.ordering import fmt_value, order, rank
 from zeroflow.report.runs import Run
-from zeroflow.report.tables import fmt_value, order, rank
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # per method, in registry order
 
