@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_trial
 
 from zeroflow import optim
 from zeroflow.assembly import build_learner
@@ -19,8 +20,7 @@ from zeroflow.steppers import training_closure
 
 TINY_SIZE = TINY_VIT_CONFIG["img_size"]
 
-TINY = dict(dataset="digits", init_cls=4, increment=3, epochs=1, batch_size=16,
-            samples_per_class=12)
+TINY = tiny_trial(init_cls=4, increment=3, epochs=1, samples_per_class=12)
 
 
 def cos(u, v):

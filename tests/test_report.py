@@ -10,6 +10,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import as_args, tiny_trial
 
 from zeroflow.cli import main
 from zeroflow.config import make_config
@@ -359,8 +360,8 @@ def test_every_format_is_written_and_csv_holds_the_numbers(store, tmp_path):
 def test_memory_label_is_recorded_by_zeroflow_run(tmp_path):
     import mlflow
 
-    tiny = ["dataset=digits", "init_cls=5", "increment=5", "epochs=1", "limit_batches=1",
-            "batch_size=16", "samples_per_class=12", "optimizer=zo-sgd"]
+    tiny = as_args(tiny_trial(init_cls=5, increment=5, epochs=1, limit_batches=1,
+                              samples_per_class=12, optimizer="zo-sgd"))
     assert main(["run", *tiny]) == 0
     client = mlflow.tracking.MlflowClient()
     exp = client.get_experiment_by_name("zeroflow-run")

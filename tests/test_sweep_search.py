@@ -14,6 +14,7 @@ import time
 import mlflow
 import pytest
 import yaml
+from conftest import tiny_trial
 
 from zeroflow.errors import ConfigError
 from zeroflow.sweep import load_space
@@ -27,8 +28,7 @@ def _space(tmp_path, name="searched", **sections):
     results only, not on timing."""
     spec = {
         "name": name,
-        "base": {"dataset": "digits", "method": "finetune", "init_cls": 2, "increment": 2,
-                 "epochs": 1, "limit_batches": 3, "batch_size": 16, "samples_per_class": 20},
+        "base": tiny_trial(method="finetune", init_cls=2, increment=2, epochs=1, limit_batches=3),
         "grid": {"optimizer": ["fo-sgd", "zo-sgd"]},
         "sample": {"lr": {"loguniform": [1.0e-4, 3.0e-1]}},
         "search": {"algorithm": "optuna", "seed": 0},
