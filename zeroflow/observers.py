@@ -20,6 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for annotations only: observers need neither at run time
+    from zeroflow.config import TrialConfig
+    from zeroflow.metrics import AccuracyMatrix
 
 
 @dataclass
@@ -55,11 +60,11 @@ class TrialState:
     seconds, analyses' forward passes) and ``history`` (each task's metrics) are checkpointed;
     ``series`` is the current task's step-level metrics: name → [[global step, value], ...]."""
 
-    config: object
-    learner: object
-    scenario: object
-    device: object
-    matrix: object  # zeroflow.metrics.AccuracyMatrix
+    config: TrialConfig
+    learner: object  # a zeroflow.methods.Learner
+    scenario: object  # a zeroflow.data.Scenario
+    device: object  # a torch.device
+    matrix: AccuracyMatrix
     counters: dict
     history: list[dict] = field(default_factory=list)
     series_history: list[dict] = field(default_factory=list)
