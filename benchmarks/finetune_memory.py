@@ -52,7 +52,7 @@ def measure(args) -> dict:
     """One row: ``args.one`` (an optimizer, or 'inference') with ``args.scope``."""
     from zeroflow.config import make_config
     from zeroflow.methods.finetune import Finetune
-    from zeroflow.trial import _closure, task_steppers
+    from zeroflow.steppers import task_steppers, training_closure
 
     device = torch.device(args.device)
     n_classes = 10
@@ -84,7 +84,7 @@ def measure(args) -> dict:
             with torch.no_grad():
                 learner.loss(x, y)
         else:
-            opt.step(_closure(learner, opt, x, y, step))
+            opt.step(training_closure(learner, opt, x, y, step))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) / 2**20

@@ -34,9 +34,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from zeroflow.batches import BatchSpec  # noqa: E402
 from zeroflow.distributed.lockstep import LockStepPool  # noqa: E402
 from zeroflow.distributed.replica import Replica  # noqa: E402
-from zeroflow.trial import BatchSpec, _closure  # noqa: E402
+from zeroflow.steppers import training_closure  # noqa: E402
 
 
 def _config(args, weights: str | None) -> dict:
@@ -141,7 +142,7 @@ def main(argv=None) -> int:
     opt = trial.steppers[0].main
     spec = BatchSpec(0, 0, 0, list(range(args.batch)), 0)
     x, y = trial.batch(spec)
-    closure = _closure(trial.learner, opt, x, y, spec.dropout_seed)
+    closure = training_closure(trial.learner, opt, x, y, spec.dropout_seed)
 
     def timed(step) -> float:
         for _ in range(args.warmup):

@@ -1,12 +1,28 @@
 """Every test records MLflow runs into its own temporary store, never the checkout; tests
 marked ``gpu`` skip cleanly where CUDA is absent (CI has none); ``headless_browser`` drives a
-real Chromium for the browser tests."""
+real Chromium for the browser tests; ``ray_session`` is one local Ray session per module.
+
+``tiny_trial(**keys)`` is the one tiny trial config of the fast tests (import it:
+``from conftest import tiny_trial``); each module states only what its tests vary."""
 
 import shutil
 import socket
 
 import pytest
 import torch
+
+# The tiny trial: the embedded digits, batches of 16, 20 training samples per class.
+TINY_TRIAL = dict(dataset="digits", batch_size=16, samples_per_class=20)
+
+
+def tiny_trial(**keys) -> dict:
+    """``TINY_TRIAL`` with ``keys`` on top (the split, epochs, batches per epoch, ...)."""
+    return {**TINY_TRIAL, **keys}
+
+
+def as_args(config: dict) -> list[str]:
+    """A trial config as ``zeroflow run`` arguments: ``key=value`` each."""
+    return [f"{k}={v}" for k, v in config.items()]
 
 
 @pytest.fixture(autouse=True)
@@ -59,6 +75,24 @@ def headless_browser(tmp_path):
         yield browser
     finally:
         browser.quit()
+
+
+@pytest.fixture(scope="module")
+def ray_runtime_env():
+    """What a module's Ray session carries to its workers (``ray.init(runtime_env=...)``): none
+    here; a module overrides this fixture to install e.g. a worker_process_setup_hook."""
+    return None
+
+
+@pytest.fixture(scope="module")
+def ray_session(ray_runtime_env):
+    """One local Ray session (2 CPUs) shared by the module's tests: each start costs seconds."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env=ray_runtime_env)
+    yield
+    ray.shutdown()
 
 
 @pytest.fixture

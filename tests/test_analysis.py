@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_trial
 
 from zeroflow.analysis.sharpness import hessian_top_eigenvalue, perturbation_sharpness
 from zeroflow.cli import main
@@ -15,8 +16,8 @@ from zeroflow.errors import ConfigError
 from zeroflow.trial import run_trial
 
 # 2 tasks (5 + 5 classes), 2 epochs x 3 batches = 6 steps per task
-TINY = dict(dataset="digits", init_cls=5, increment=5, epochs=2, limit_batches=3, batch_size=16,
-            eval_batch_size=512, samples_per_class=12, method="finetune")
+TINY = tiny_trial(init_cls=5, increment=5, epochs=2, limit_batches=3, eval_batch_size=512,
+                  samples_per_class=12, method="finetune")
 
 
 def test_probes_logged_at_the_right_steps_and_training_unchanged(capsys):

@@ -9,17 +9,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_trial
 
 from zeroflow import optim
+from zeroflow.assembly import build_learner
 from zeroflow.config import make_config
 from zeroflow.methods.ease import complete_prototypes, reweighted_logits
 from zeroflow.models.backbone import TINY_VIT_CONFIG
-from zeroflow.trial import _closure, build_learner
+from zeroflow.steppers import training_closure
 
 TINY_SIZE = TINY_VIT_CONFIG["img_size"]
 
-TINY = dict(dataset="digits", init_cls=4, increment=3, epochs=1, batch_size=16,
-            samples_per_class=12)
+TINY = tiny_trial(init_cls=4, increment=3, epochs=1, samples_per_class=12)
 
 
 def cos(u, v):
@@ -131,12 +132,12 @@ def test_training_closure_gives_f_plus_and_f_minus_the_same_dropout_masks():
     params = [p for group in learner.param_groups() for p in group.params]
     opt = optim.build("zo-sgd", params, mu=1e-4, q=8, seed=0)
     with torch.no_grad():
-        same = [float(_closure(learner, opt, x, y, 11)()) for _ in range(2)]
-        other = float(_closure(learner, opt, x, y, 12)())
+        same = [float(training_closure(learner, opt, x, y, 11)()) for _ in range(2)]
+        other = float(training_closure(learner, opt, x, y, 12)())
     assert same[0] == same[1]
     assert abs(other - same[0]) > 1e-3, "dropout must matter in this setting"
     values = []
-    closure = _closure(learner, opt, x, y, 11)
+    closure = training_closure(learner, opt, x, y, 11)
 
     def recording():
         values.append(float(closure()))

@@ -27,8 +27,9 @@ import mlflow
 import pytest
 import yaml
 
+from zeroflow.checkpoint import CHECKPOINT_FILE
 from zeroflow.sweep import checkpoints, load_space
-from zeroflow.trial import CHECKPOINT_FILE, run_trial
+from zeroflow.trial import run_trial
 
 pytestmark = pytest.mark.multihost
 

@@ -1,6 +1,6 @@
 """Query-parallel SPSA on Ray actors: replicas that exchange seeds and scalars only must train
 exactly what the in-process optimizer trains, bit for bit, whatever K, also when a worker dies.
-One Ray session (2 CPUs) is shared by the module: each start costs seconds."""
+One Ray session (conftest's ``ray_session``) is shared by the module."""
 
 import subprocess
 import sys
@@ -10,26 +10,20 @@ import numpy as np
 import pytest
 import ray
 import torch
+from conftest import tiny_trial
 
+from zeroflow.batches import BatchSpec
 from zeroflow.distributed.lockstep import LockStepPool, share
 from zeroflow.distributed.pool import ACTOR_PREFIX
 from zeroflow.distributed.replica import Replica
 from zeroflow.optim import Estimate
-from zeroflow.trial import BatchSpec, _closure, run_trial
+from zeroflow.steppers import training_closure
+from zeroflow.trial import run_trial
 
 pytestmark = pytest.mark.ray
 
-SMALL = dict(dataset="digits", init_cls=4, increment=6, epochs=1, limit_batches=3, batch_size=16,
-             samples_per_class=20, q=4)
-TRIAL = dict(dataset="digits", init_cls=4, increment=3, epochs=2, limit_batches=2, batch_size=16,
-             samples_per_class=20, q=4)
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+SMALL = tiny_trial(init_cls=4, increment=6, epochs=1, limit_batches=3, q=4)
+TRIAL = tiny_trial(init_cls=4, increment=3, epochs=2, limit_batches=2, q=4)
 
 
 def _final_tensors(config, tmp_path, name):
@@ -96,7 +90,7 @@ def test_protocol_without_ray_keeps_replicas_equal_to_in_process_steps(scope):
 
     def closure(replica, spec):
         x, y = replica.batch(spec)
-        return _closure(replica.learner, replica.steppers[0].main, x, y, spec.dropout_seed)
+        return training_closure(replica.learner, replica.steppers[0].main, x, y, spec.dropout_seed)
 
     for r in (base, trial):  # momentum buffers exist before the pool syncs the trial's state
         r.steppers[0].main.step(closure(r, specs[0]))

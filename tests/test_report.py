@@ -10,11 +10,12 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import as_args, tiny_trial
 
 from zeroflow.cli import main
 from zeroflow.config import make_config
 from zeroflow.report import build_report, write_report
-from zeroflow.report.tables import MISSING, NO_PAPER
+from zeroflow.report.grid import MISSING, NO_PAPER
 from zeroflow.tracking import TAG_MEMORY, SweepTracker
 
 N_TASKS = 3
@@ -359,8 +360,8 @@ def test_every_format_is_written_and_csv_holds_the_numbers(store, tmp_path):
 def test_memory_label_is_recorded_by_zeroflow_run(tmp_path):
     import mlflow
 
-    tiny = ["dataset=digits", "init_cls=5", "increment=5", "epochs=1", "limit_batches=1",
-            "batch_size=16", "samples_per_class=12", "optimizer=zo-sgd"]
+    tiny = as_args(tiny_trial(init_cls=5, increment=5, epochs=1, limit_batches=1,
+                              samples_per_class=12, optimizer="zo-sgd"))
     assert main(["run", *tiny]) == 0
     client = mlflow.tracking.MlflowClient()
     exp = client.get_experiment_by_name("zeroflow-run")
@@ -439,3 +440,50 @@ def test_sweep_callback_records_the_memory_label_a_trial_reports(tmp_path):
               if r.data.tags.get("zeroflow.role") == "trial"]
     assert run.data.tags[TAG_MEMORY] == "cuda_max_allocated"
     assert run.data.metrics["accuracy"] == 50.0
+
+
+def test_runs_a_resumed_sweep_no_longer_knows_end_killed_and_leave_the_report(tmp_path,
+                                                                              monkeypatch):
+    """A resumed sweep's callback, at its first step, ends the RUNNING runs of trials that Tune's
+    restored state does not hold (KILLED, tagged with why); the report leaves them out; a run
+    whose trial does come back is reopened without the tag."""
+    import pickle
+    from types import SimpleNamespace
+
+    import mlflow
+
+    pytest.importorskip("ray")
+    from zeroflow.sweep import MLflowSweepCallback
+    from zeroflow.tracking import TAG_ABANDONED
+
+    uri = f"sqlite:///{tmp_path / 'cb.db'}"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # a resume would adopt it
+    callback = MLflowSweepCallback("lost", uri, ["optimizer"], space={}, sweep_id="s")
+    callback.on_step_begin(0, [])  # a fresh launch: nothing to end
+
+    def trial(trial_id, optimizer):
+        return SimpleNamespace(trial_id=trial_id, last_result={}, config={
+            "dataset": "digits", "optimizer": optimizer, "epochs": 1})
+
+    known, lost, back = trial("t1", "fo-sgd"), trial("t2", "zo-sgd"), trial("t3", "zo-adam")
+    for t in (known, lost, back):
+        callback.on_trial_start(0, [], t)
+        callback.on_trial_result(0, [], t, {"task": 0, "n_tasks": 1, "accuracy": 50.0})
+    callback.on_trial_complete(0, [], known)  # FINISHED before the driver died
+    resumed = pickle.loads(pickle.dumps(callback))  # as `zeroflow resume` restores it
+    resumed.on_step_begin(0, [known])
+    resumed.on_step_begin(1, [known, trial("t4", "zo-sgd")])  # checked once, at the first step
+
+    client = mlflow.tracking.MlflowClient(uri)
+    runs = {r.data.tags["zeroflow.trial_id"]: r for r in client.search_runs(
+        [client.get_experiment_by_name("lost").experiment_id], "tags.`zeroflow.role` = 'trial'")}
+    assert runs["t1"].info.status == "FINISHED" and TAG_ABANDONED not in runs["t1"].data.tags
+    for tid in ("t2", "t3"):
+        assert runs[tid].info.status == "KILLED"
+        assert "not in Tune's saved state" in runs[tid].data.tags[TAG_ABANDONED]
+    resumed.on_trial_start(2, [], back)  # t3's trial restarted after all: its run reopens
+    run = client.get_run(runs["t3"].info.run_id)
+    assert run.info.status == "RUNNING" and TAG_ABANDONED not in run.data.tags
+    resumed.on_trial_complete(3, [], back)
+    assert {r.name for r in build_report(["lost"], uri).runset.runs} == {
+        runs["t1"].info.run_name, runs["t3"].info.run_name}

@@ -9,11 +9,12 @@ import sys
 
 import mlflow
 import torch
+from conftest import as_args, tiny_trial
 
 from zeroflow.cli import main
 
-ARGS = ["dataset=digits", "method=ease", "optimizer=zo-sgd", "init_cls=4", "increment=3",
-        "epochs=2", "limit_batches=3", "batch_size=16", "samples_per_class=20"]
+ARGS = as_args(tiny_trial(method="ease", optimizer="zo-sgd", init_cls=4, increment=3, epochs=2,
+                          limit_batches=3))
 
 
 def _run_in(tty: bool) -> str:

@@ -1,5 +1,6 @@
 """Ray Tune sweeps end to end: MLflow runs, retries from task checkpoints, and the UI in a real
-browser. One Ray session (2 CPUs) is shared by the module: each start costs seconds."""
+browser. One Ray session (conftest's ``ray_session``) is shared by the module; its workers
+carry the fault-injection hook below."""
 
 import os
 import subprocess
@@ -9,7 +10,7 @@ import urllib.request
 
 import mlflow
 import pytest
-import ray
+from conftest import tiny_trial
 
 from zeroflow.cli import main
 from zeroflow.config import make_config
@@ -19,8 +20,7 @@ from zeroflow.trial import run_trial
 
 pytestmark = pytest.mark.ray
 
-BASE = dict(dataset="digits", init_cls=4, increment=3, epochs=2, limit_batches=2, batch_size=16,
-            samples_per_class=20)
+BASE = tiny_trial(init_cls=4, increment=3, epochs=2, limit_batches=2)
 
 
 FAULT_ENV = "ZEROFLOW_TEST_FAULT"  # a file holding "raise|kill:<task>:<marker>", or nothing
@@ -63,11 +63,13 @@ def _install_fault() -> None:
     """Ray's worker_process_setup_hook: in every trial process, wrap ``run_trial`` so that a
     trial dies once (raises, SIGKILLs its process, or poisons its newest checkpoint and raises)
     at the start of task <task>'s second epoch, as the file named by ``$ZEROFLOW_TEST_FAULT``
-    says; the marker file makes it once. A test hook lives here, not in the trainable."""
+    says; the marker file makes it once. The fault is an observer of the loop; a test hook
+    lives here, not in the trainable."""
     import signal
     from pathlib import Path
 
     import zeroflow.trial
+    from zeroflow.observers import Observer
 
     real = zeroflow.trial.run_trial
 
@@ -86,29 +88,30 @@ def _install_fault() -> None:
             _poison_newest_checkpoint(marker + ".payload_ran")
         raise RuntimeError(f"injected fault in task {task}")
 
-    def run_trial(config, reporter=None, *, on_epoch=None, **kwargs):
-        def epoch_hook(task: int, epoch: int) -> None:
-            if on_epoch is not None:
-                on_epoch(task, epoch)
+    class Fault(Observer):
+        def before_epoch(self, state, epoch: int) -> None:
             if epoch == 1:
-                maybe_fault(task)
+                maybe_fault(state.task)
 
-        return real(config, reporter, on_epoch=epoch_hook, **kwargs)
+    def run_trial(config, reporter=None, *, observers=(), **kwargs):
+        return real(config, reporter, observers=[*observers, Fault()], **kwargs)
 
     zeroflow.trial.run_trial = run_trial
 
 
 @pytest.fixture(scope="module")
-def ray_session(tmp_path_factory):
-    fault_spec = tmp_path_factory.mktemp("fault") / "spec"
+def fault_spec(tmp_path_factory):
+    """The file the fault hook reads: ``raise|kill:<task>:<marker>``, or nothing."""
+    return tmp_path_factory.mktemp("fault") / "spec"
+
+
+@pytest.fixture(scope="module")
+def ray_runtime_env(fault_spec):
+    """This module's Ray workers install the fault hook (conftest's ``ray_session`` uses it)."""
     from ray import cloudpickle  # the hook travels by value: workers cannot import this module
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={
-        "worker_process_setup_hook": _install_fault,
-        "env_vars": {FAULT_ENV: str(fault_spec)}})
-    yield fault_spec
-    ray.shutdown()
+    return {"worker_process_setup_hook": _install_fault, "env_vars": {FAULT_ENV: str(fault_spec)}}
 
 
 def space_file(tmp_path, name, grid, run="{max_failures: 2, max_concurrent: 2}", **sections):
@@ -256,15 +259,16 @@ def test_status_lines_match_rays_own_trial_states(ray_session, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("kind", ["raise", "kill"])
-def test_trial_dying_mid_task_is_retried_from_its_checkpoint(ray_session, tmp_path, kind):
+def test_trial_dying_mid_task_is_retried_from_its_checkpoint(ray_session, fault_spec, tmp_path,
+                                                             kind):
     marker = tmp_path / "died"
-    ray_session.write_text(f"{kind}:1:{marker}")
+    fault_spec.write_text(f"{kind}:1:{marker}")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = space_file(tmp_path, f"fault_{kind}", {"optimizer": ["zo-sgd"], "method": ["ease"]})
     try:
         results, _ = run_sweep(path, storage=tmp_path / "runs", tracking_uri=uri, verbose=0)
     finally:
-        ray_session.write_text("")
+        fault_spec.write_text("")
     assert marker.exists(), "the fault was not injected"
     assert results.num_errors == 0
     # the retry continued from task 0's checkpoint: each later task reported once, by an
@@ -287,19 +291,19 @@ def test_trial_dying_mid_task_is_retried_from_its_checkpoint(ray_session, tmp_pa
     assert m["forward_passes"] == straight.summary["forward_passes"]
 
 
-def test_an_unsafe_checkpoint_ends_its_trial_once_naming_where_it_lives(ray_session, tmp_path,
-                                                                         capsys):
+def test_an_unsafe_checkpoint_ends_its_trial_once_naming_where_it_lives(ray_session, fault_spec,
+                                                                         tmp_path, capsys):
     """A trial's newest checkpoint in storage replaced by a pickle that runs code: the retried
     trial refuses it without running it, names its real place in the storage (not a temporary
     copy), and ends once, FAILED, with that one line (no retries of a mistake)."""
     marker = tmp_path / "died"
-    ray_session.write_text(f"poison:1:{marker}")
+    fault_spec.write_text(f"poison:1:{marker}")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = space_file(tmp_path, "poisoned", {"optimizer": ["zo-sgd"], "method": ["ease"]})
     try:
         code = main(["sweep", str(path), "--storage", str(tmp_path / "runs")])
     finally:
-        ray_session.write_text("")
+        fault_spec.write_text("")
     out, err = capsys.readouterr()
     assert marker.exists(), "the fault was not injected"
     assert not (tmp_path / "died.payload_ran").exists(), "the planted checkpoint ran code"

@@ -180,6 +180,15 @@ def test_killed_driver_is_finished_by_resume_bit_for_bit(killed, tmp_path):
         r["start_task"] > 0 for r in after[t])]
     assert len(resumed) == 1, "the trial running at the kill continues from a checkpoint"
     assert all(r["start_task"] >= 1 for r in after[resumed[0]])
+    # no checkpoint was written over (Tune's stale state numbers folders from the ones it had
+    # recorded): folder n holds task n, and the replay a folder more, of the last task
+    from zeroflow.sweep.checkpoints import MARKER
+
+    for trial in after:
+        for marker in (folder / trial).glob(f"checkpoint_*/{MARKER}"):
+            index = int(marker.parent.name.split("_")[1])
+            assert json.loads(marker.read_text())["results"][-1]["task"] == min(index, 4), (
+                marker)
 
     client, parents, kids = children(uri, "resumable")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"

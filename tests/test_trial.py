@@ -6,14 +6,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_trial
 
 from zeroflow import optim
 from zeroflow.cli import main
 from zeroflow.errors import DivergenceError
 from zeroflow.trial import run_trial
 
-TINY = dict(dataset="digits", init_cls=5, increment=5, epochs=1, limit_batches=1, batch_size=16,
-            eval_batch_size=512, samples_per_class=12)
+TINY = tiny_trial(init_cls=5, increment=5, epochs=1, limit_batches=1, eval_batch_size=512,
+                  samples_per_class=12)
 
 
 def passes_per_step(name: str, q: int) -> int:
@@ -218,7 +219,7 @@ class _Payload:
 
 
 def test_checkpoint_holding_a_pickled_callable_is_refused_without_running_it(capsys, tmp_path):
-    from zeroflow.trial import CHECKPOINT_FILE
+    from zeroflow.checkpoint import CHECKPOINT_FILE
 
     target = tmp_path / "executed"
     ckpt = tmp_path / "ck"
@@ -240,8 +241,9 @@ def test_checkpoint_holding_a_pickled_callable_is_refused_without_running_it(cap
     ("full", 8, False),  # the whole backbone trains -> lean (seed-only), memory first
 ])
 def test_trial_tells_the_auto_step_regime_the_model_size(scope, bottleneck, buffered):
+    from zeroflow.assembly import build_learner
     from zeroflow.config import make_config
-    from zeroflow.trial import _GroupStepper, build_learner, task_steppers
+    from zeroflow.steppers import GroupStepper, task_steppers
 
     config = make_config({"method": "finetune", "finetune_scope": scope, "optimizer": "zo-sgd",
                           "adapter_bottleneck": bottleneck})
@@ -251,20 +253,20 @@ def test_trial_tells_the_auto_step_regime_the_model_size(scope, bottleneck, buff
     stepper = task_steppers(learner, config, 0, 1)[0]
     assert stepper.main.buffered is buffered, sum(p.numel() for p in group.params)
     # without the model size, auto sees only the (small) trainable count and picks fast
-    assert _GroupStepper(group, config, 0, 0, 1).main.buffered is True
+    assert GroupStepper(group, config, 0, 0, 1).main.buffered is True
 
 
 def test_run_trial_gives_every_optimizer_the_model_size(monkeypatch):
-    import zeroflow.trial as trial_mod
+    import zeroflow.steppers as steppers_mod
 
     seen = []
-    real = trial_mod._GroupStepper.__init__
+    real = steppers_mod.GroupStepper.__init__
 
     def spy(self, group, config, task, index, epochs, model_numel=None):
         seen.append(model_numel)
         real(self, group, config, task, index, epochs, model_numel)
 
-    monkeypatch.setattr(trial_mod._GroupStepper, "__init__", spy)
+    monkeypatch.setattr(steppers_mod.GroupStepper, "__init__", spy)
     run_trial({"method": "finetune", "finetune_scope": "full", "optimizer": "zo-sgd",
                "epochs": 1, "limit_batches": 1, "samples_per_class": 4})
     assert len(seen) == 5 and all(n is not None and n > 200_000 for n in seen), seen
@@ -279,3 +281,51 @@ def test_zero_epochs_is_the_untrained_baseline_whatever_the_seed():
     assert np.array_equal(a.matrix.a, b.matrix.a, equal_nan=True)
     trained = run_trial({**cfg, "epochs": 1, "lr": 0.05, "seed": 0})
     assert trained.summary["forward_passes"] > 0
+
+
+def test_observers_are_called_at_the_named_points_in_order():
+    from zeroflow.observers import Observer
+
+    calls = []
+
+    class Spy(Observer):
+        def before_task(self, state):
+            calls.append(("before_task", state.task))
+
+        def before_epoch(self, state, epoch):
+            calls.append(("before_epoch", epoch))
+
+        def after_step(self, state, event):
+            calls.append(("after_step", event.global_step))
+
+        def after_epoch(self, state, event):
+            calls.append(("after_epoch", event.steps))
+
+        def after_eval(self, state):
+            calls.append(("after_eval", state.matrix.done))
+            return {}
+
+        def after_task(self, state, metrics):
+            calls.append(("after_task", metrics["steps"]))
+
+    run_trial({**TINY, "epochs": 2}, observers=[Spy()])  # 2 tasks, 2 epochs of 1 step each
+    per_task = [("before_epoch", 0), "step", ("after_epoch", 1),
+                ("before_epoch", 1), "step", ("after_epoch", 1)]
+    expected = []
+    for t in range(2):
+        steps = iter((2 * t + 1, 2 * t + 2))
+        expected += [("before_task", t)]
+        expected += [("after_step", next(steps)) if c == "step" else c for c in per_task]
+        expected += [("after_eval", t + 1), ("after_task", 2.0 * (t + 1))]
+    assert calls == expected
+
+
+def test_a_metric_an_observer_did_not_declare_is_refused():
+    from zeroflow.observers import Observer
+
+    class Undeclared(Observer):
+        def after_eval(self, state):
+            return {"my_metric": 1.0}
+
+    with pytest.raises(ValueError, match="my_metric.*zeroflow.metrics.TASK_METRICS"):
+        run_trial(TINY, observers=[Undeclared()])

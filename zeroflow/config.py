@@ -18,18 +18,9 @@ import yaml
 
 from zeroflow.errors import ConfigError
 
-METHODS = ("ease", "aper", "finetune", "zofc")
 EASE_VARIANTS = ("standard", "omni")  # omni: EASE's official OmniBenchmark variant (README)
 FINETUNE_SCOPES = ("adapter", "full")  # full: the whole backbone, PILOT's finetune baseline
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
-# Class-incremental splits of the paper (10 tasks each) and of the embedded default (5 tasks).
-DATASET_SPLITS = {
-    "digits": (2, 2),
-    "cifar100": (10, 10),
-    "cub": (20, 20),
-    "imagenet-a": (20, 20),
-    "omnibenchmark": (30, 30),
-}
 # lr when none is given: tuned on the embedded default (see README); Adam-type rules want less.
 DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
 
@@ -42,19 +33,28 @@ def _range(lo=None, hi=None, lo_open=False, hi_open=False):
     return {"range": (lo, hi, lo_open, hi_open)}
 
 
-def _optimizer_names() -> tuple[str, ...]:
-    from zeroflow.optim import NAMES
+def _registry(kind: str):
+    """The registry a field's values come from (imported on use: they need torch)."""
+    if kind == "datasets":
+        from zeroflow.data import DATASETS
 
-    return NAMES
+        return DATASETS
+    if kind == "methods":
+        from zeroflow.methods import METHODS
+
+        return METHODS
+    from zeroflow.optim import REGISTRY
+
+    return REGISTRY
 
 
 @dataclass
 class TrialConfig:
     """One trial: a method trained with an optimizer on one dataset's task sequence."""
 
-    dataset: str = field(default="digits", metadata=_choice(*DATASET_SPLITS))
-    method: str = field(default="ease", metadata=_choice(*METHODS))
-    optimizer: str = field(default="zo-sgd", metadata={"choices": "optimizers"})
+    dataset: str = field(default="digits", metadata={"registry": "datasets"})
+    method: str = field(default="ease", metadata={"registry": "methods"})
+    optimizer: str = field(default="zo-sgd", metadata={"registry": "optimizers"})
     lr: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
     q: int = field(default=1, metadata=_range(1))
     mu: float = field(default=1e-3, metadata=_range(0.0, lo_open=True))
@@ -102,7 +102,7 @@ class TrialConfig:
             raise ConfigError("sharpness_hessian=true needs sharpness=true; set both")
         if self.device != "auto" and not _valid_device(self.device):
             raise ConfigError(f"device={self.device!r} is not valid; use {DEVICES_HELP}")
-        default_init, default_inc = DATASET_SPLITS[self.dataset]
+        default_init, default_inc = _registry("datasets")[self.dataset].split
         if self.init_cls is None:
             self.init_cls = default_init
         if self.increment is None:
@@ -182,9 +182,7 @@ def _check(f, value) -> None:
     if value is None:
         return
     meta = f.metadata
-    choices = meta.get("choices")
-    if choices == "optimizers":
-        choices = _optimizer_names()
+    choices = _registry(meta["registry"]).names() if "registry" in meta else meta.get("choices")
     if choices and value not in choices:
         raise ConfigError(f"{f.name}={value!r} is not valid; choose one of: {', '.join(choices)}")
     if isinstance(value, float) and not math.isfinite(value):

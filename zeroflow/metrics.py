@@ -23,6 +23,30 @@ import time
 import numpy as np
 import torch
 
+# The per-task metrics a trial reports after every task (``TaskReport.metrics``), named once
+# here: the loop's own, then the analyses' (observers), plus two families by prefix,
+# ``accuracy_task_<j>`` (a[t, j]) and ``sharpness*`` (each radius). Tracking logs exactly these
+# of a reported result (Ray adds its own bookkeeping); the loop refuses a metric not named here.
+TASK_METRICS = ("accuracy", "avg_accuracy", "forgetting", "peak_memory_mb", "forward_passes",
+                "forward_passes_task", "steps", "time_task_s", "train_time_task_s",
+                "time_per_step_s", "probe_forward_passes", "hessian_top_eig")
+TASK_METRIC_PREFIXES = ("accuracy_task_", "sharpness")
+
+
+def is_task_metric(name: str) -> bool:
+    """Whether ``name`` is a per-task metric (``TASK_METRICS`` or one of the prefixed families)."""
+    return name in TASK_METRICS or name.startswith(TASK_METRIC_PREFIXES)
+
+
+def check_task_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """``metrics`` unchanged if every name is a per-task metric; else a ``ValueError`` saying
+    where to declare the new one (tracking would silently leave it out)."""
+    unknown = [k for k in metrics if not is_task_metric(k)]
+    if unknown:
+        raise ValueError(f"per-task metric(s) {', '.join(unknown)} are not declared: add them to "
+                         "zeroflow.metrics.TASK_METRICS")
+    return metrics
+
 
 class AccuracyMatrix:
     """``a[t, j]`` per task pair and the seen-class accuracy after each task."""

@@ -1,50 +1,40 @@
 """``run_trial(config, reporter)``: the one training loop of every method and optimizer.
 
-Per task: the learner grows its structure, the loop builds one optimizer per parameter group
-(the configured one, or a pinned one such as ZO-FC's first-order head), trains for the learner's
-epochs with a cosine LR schedule stepped per epoch (it reaches forward-pass optimizers too),
-lets the learner finish the task (prototypes), evaluates on every seen class, writes a
-checkpoint, and reports. Everything random comes from generators seeded by
-(seed, task, epoch, batch), so a trial resumed from a task checkpoint ends bit for bit where an
-uninterrupted one does (on CPU).
+Per task: the learner grows its structure, the loop builds one stepper per parameter group
+(``zeroflow.steppers``: the configured optimizer, or a pinned one such as ZO-FC's first-order
+head), trains for the learner's epochs with a cosine LR schedule stepped per epoch (it reaches
+forward-pass optimizers too), lets the learner finish the task (prototypes), evaluates on every
+seen class, writes a checkpoint (``zeroflow.checkpoint``), and reports. Observers
+(``zeroflow.observers``: analyses, progress) are called at named points in between. Everything
+random comes from generators seeded by (seed, task, epoch, batch) (``zeroflow.seeding``), so a
+trial resumed from a task checkpoint ends bit for bit where an uninterrupted one does (on CPU).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import re
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from zeroflow import optim
+from zeroflow import analysis
+from zeroflow.assembly import build_learner, resolve_device
+from zeroflow.batches import BatchSpec, batch_chunks, batches, epoch_order
+from zeroflow.checkpoint import check_resumable, load_checkpoint, save_checkpoint, task_checkpoint
 from zeroflow.config import TrialConfig, make_config
-from zeroflow.errors import CheckpointError, ConfigError, DivergenceError
-from zeroflow.metrics import AccuracyMatrix, PeakMemory, Stopwatch, accuracy_by_task
-from zeroflow.seeding import derive_seed
-
-CHECKPOINT_FILE = "trial.pt"
-CHECKPOINT_VERSION = 2  # 2: loadable with weights_only (no numpy arrays)
-_DATA_STREAM, _AUG_STREAM, _OPT_STREAM, _DROPOUT_STREAM = 0xDA7A, 0xA06, 0x0971, 0xD209
-
-
-@dataclass
-class StepEvent:
-    """One training step, for progress displays: where it is and the batch's loss."""
-
-    task: int
-    n_tasks: int
-    epoch: int
-    epochs: int
-    step: int  # within the epoch
-    steps_per_epoch: int
-    loss: float
+from zeroflow.evaluation import evaluate, task_of_label
+from zeroflow.metrics import AccuracyMatrix, PeakMemory, Stopwatch, check_task_metrics
+from zeroflow.observers import Callbacks, EpochEvent, Observer, StepEvent, TrialState
+from zeroflow.seeding import AUG_STREAM, DROPOUT_STREAM, derive_seed
+from zeroflow.steppers import (
+    LocalStepping,
+    activate,
+    finite_loss,
+    freeze,
+    task_steppers,
+    training_closure,
+)
 
 
 @dataclass
@@ -75,177 +65,7 @@ class TrialResult:
     series: list[dict] = field(default_factory=list)  # each task's TaskReport.series
 
 
-@dataclass(frozen=True)
-class BatchSpec:
-    """What names a training batch and its closure, so a query worker can rebuild both: the
-    task, epoch and augmentation seed (``set_epoch``), the batch's sample indices in the task's
-    training set, and the dropout seed the closure reseeds the model with."""
-
-    task: int
-    epoch: int
-    aug_seed: int
-    indices: list[int]
-    dropout_seed: int
-
-
 Reporter = Callable[[TaskReport], None]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu")
-    return device
-
-
-def batch_chunks(indices, batch_size: int, limit: int | None = None) -> list[list[int]]:
-    """``indices`` cut into consecutive batches of sample indices (the first ``limit``)."""
-    indices = [int(i) for i in indices]
-    chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
-    return chunks if limit is None else chunks[:limit]
-
-
-def make_batch(dataset, chunk: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (x, y) batch of ``dataset``'s samples ``chunk``: what a query worker rebuilds from
-    the indices alone, bit for bit."""
-    items = [dataset[i] for i in chunk]
-    x = torch.stack([it[0] for it in items]).to(device)
-    y = torch.tensor([it[1] for it in items], device=device)
-    return x, y
-
-
-def batches(dataset, indices: np.ndarray | torch.Tensor, batch_size: int, device, num_workers=0,
-            limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (x, y) batches of ``dataset[indices]`` in that order (optionally a DataLoader)."""
-    chunks = batch_chunks(indices, batch_size, limit)
-    if num_workers > 0:
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=chunks, num_workers=num_workers)
-        for x, y in loader:
-            yield x.to(device), y.to(device)
-        return
-    for chunk in chunks:
-        yield make_batch(dataset, chunk, device)
-
-
-def optimizer_hparams(config: TrialConfig, name: str, seed: int, lr: float | None,
-                      model_numel: int | None = None) -> dict:
-    """The trial's settings that optimizer ``name`` accepts. ``model_numel`` (the learner's
-    parameter count) lets ``direction_buffer="auto"`` pick the fast step for adapters and the
-    lean one when the backbone itself trains."""
-    values = {
-        "model_numel": model_numel,
-        "lr": config.resolved_lr if lr is None else lr,
-        "mu": config.mu, "q": config.q, "seed": seed, "weight_decay": config.weight_decay,
-        "momentum": config.momentum, "perturbation": config.perturbation,
-        "difference": config.difference, "history": config.history, "sparsity": config.sparsity,
-    }
-    accepted = optim.accepted_hparams(name)
-    return {k: v for k, v in values.items() if k in accepted}
-
-
-class _GroupStepper:
-    """One parameter group's optimizers for a task: the configured one, and for the hybrid
-    schedule its first-order counterpart for the first ``hybrid_epochs`` epochs."""
-
-    def __init__(self, group, config: TrialConfig, task: int, index: int, epochs: int,
-                 model_numel: int | None = None):
-        self.group, self.index = group, index
-        self.name = group.optimizer or config.optimizer
-        seed = derive_seed(config.seed, _OPT_STREAM, task, index)
-        self.main = optim.build(self.name, group.params, **optimizer_hparams(
-            config, self.name, seed, group.lr, model_numel))
-        self.hybrid = None
-        if group.optimizer is None and config.hybrid_epochs > 0 and not optim.is_first_order(
-                self.name):
-            fo = optim.fo_counterpart(self.name)
-            self.hybrid = optim.HybridSchedule(config.hybrid_epochs)
-            self.fo = optim.build(fo, group.params,
-                                  **optimizer_hparams(config, fo, seed, group.lr, model_numel))
-        self.schedulers = [
-            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1),
-                                                       eta_min=config.min_lr)
-            for opt in self.optimizers()
-        ]
-
-    def optimizers(self):
-        return [self.main] + ([self.fo] if self.hybrid else [])
-
-    def active(self, epoch: int):
-        if self.hybrid is not None and self.hybrid.use_first_order(epoch):
-            return self.fo
-        return self.main
-
-    def epoch_end(self):
-        """Advance every schedule, the idle optimizer's too (hybrid: ZO starts at epoch k's
-        LR); torch warns about a scheduler stepped before its optimizer, which is intended."""
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
-            for s in self.schedulers:
-                s.step()
-
-    def state_dict(self):
-        return [opt.state_dict() for opt in self.optimizers()]
-
-    @property
-    def forward_passes(self) -> int:
-        return sum(opt.forward_passes for opt in self.optimizers())
-
-
-def task_steppers(learner, config: TrialConfig, task: int, epochs: int) -> list[_GroupStepper]:
-    """The steppers of every parameter group of ``learner`` for ``task``, each told the
-    learner's parameter count (``direction_buffer="auto"`` picks the step regime by it)."""
-    numel = sum(p.numel() for p in learner.parameters())
-    return [_GroupStepper(g, config, task, i, epochs, numel)
-            for i, g in enumerate(learner.param_groups())]
-
-
-def _save_checkpoint(directory: Path, payload: dict) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / (CHECKPOINT_FILE + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, directory / CHECKPOINT_FILE)
-
-
-def load_checkpoint(directory: str | os.PathLike) -> dict | None:
-    """The task checkpoint in ``directory`` (None if there is none).
-
-    Loaded with ``weights_only=True``: a checkpoint holds tensors and plain data only, so a
-    file in shared storage that someone else could write never runs code when read."""
-    path = Path(directory) / CHECKPOINT_FILE
-    if not path.exists():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - unpickling raises many types
-        text = str(err)
-        found = re.search(r"GLOBAL ([\w.]+)", text)
-        detail = [line.strip() for line in text.split("WeightsUnpickler error:")[-1].splitlines()
-                  if line.strip()]
-        reason = (f"it refers to {found.group(1)}, which is not tensors or plain data" if found
-                  else f"unreadable: {detail[0][:160] if detail else type(err).__name__}")
-        raise CheckpointError(
-            f"checkpoint {path} cannot be loaded safely ({reason}); it must hold only "
-            "tensors and plain data: delete it (the trial restarts) or use another "
-            "checkpoint_dir") from None
-
-
-def build_learner(config: TrialConfig, device: torch.device):
-    """Data scenario, backbone and the method's learner for ``config``."""
-    from zeroflow.data import Scenario, load_dataset
-    from zeroflow.methods import create_learner
-    from zeroflow.models import create_backbone
-
-    model = create_backbone(config.backbone, weights=config.weights, device=device)
-    train, test = load_dataset(config.dataset, data_root=config.data_root,
-                               image_size=model.image_size, download=config.download)
-    try:
-        scenario = Scenario(train, test, config.init_cls, config.increment, config.order_seed,
-                            samples_per_class=config.samples_per_class)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    return create_learner(config.method, model, scenario, config), scenario
 
 
 def run_trial(
@@ -257,6 +77,7 @@ def run_trial(
     log: Callable[[str], None] | None = None,
     on_epoch: Callable[[int, int], None] | None = None,
     on_step: Callable[[StepEvent], None] | None = None,
+    observers: Sequence[Observer] = (),
 ) -> TrialResult:
     """Train and evaluate one trial; returns the accuracy matrix and summary metrics.
 
@@ -265,175 +86,170 @@ def run_trial(
     reporter: called after every task with a ``TaskReport``. log: progress lines.
     on_epoch: called with (task, epoch) before each epoch trains. on_step: called with a
         ``StepEvent`` after each training step (a progress bar; it must not touch the model).
+    observers: more ``Observer``s, called after the config's analyses and before those three.
     """
     config = make_config(config)
     log = log or (lambda _msg: None)
     device = resolve_device(config.device)
     learner, scenario = build_learner(config, device)
     learner.to(device)
-    n_tasks = scenario.n_tasks
-    matrix = AccuracyMatrix(n_tasks)
+    state = TrialState(config, learner, scenario, device, AccuracyMatrix(scenario.n_tasks), {
+        "forward_passes": 0, "steps": 0, "train_seconds": 0.0, "probe_forward_passes": 0})
     memory = PeakMemory(device)
-    counters = {"forward_passes": 0, "steps": 0, "train_seconds": 0.0,
-                "probe_forward_passes": 0}
-    history: list[dict[str, float]] = []
-    series_history: list[dict] = []
-    probes = None
-    if config.track_task_losses or config.sharpness:
-        from zeroflow.analysis.probes import TaskProbes
-
-        probes = TaskProbes(scenario, config.seed, device)
-    task_of_label = torch.tensor(
-        [t for t in range(n_tasks) for _ in scenario.task_classes(t)], device=device)
-
-    start = 0
+    watchers = [*analysis.observers(config, scenario, device), *observers,
+                Callbacks(log, on_epoch, on_step)]
+    labels = task_of_label(scenario, device)
     source = resume_from if resume_from is not None else checkpoint_dir
-    ckpt = load_checkpoint(source) if source is not None else None
-    if ckpt is not None:
-        _check_resumable(ckpt, config)
-        for t in range(ckpt["task"] + 1):
-            learner.before_task(t)
-        learner.to(device)
-        learner.load_trainable_state(ckpt["learner"])
-        matrix.load_state_dict(ckpt["matrix"])
-        counters.update(ckpt["counters"])
-        history = list(ckpt["history"])
-        series_history = list(ckpt.get("series", [{} for _ in history]))
-        start = ckpt["task"] + 1
-        log(f"resumed after task {ckpt['task'] + 1}/{n_tasks} from {source}")
+    if source is not None:
+        _resume(state, source, log)
+    stepping = _stepping(config, log)
+    try:
+        for t in range(state.start_task, state.n_tasks):
+            state.task, watch = t, Stopwatch()
+            steps, passes = _train_task(state, stepping, watchers)
+            train_seconds = watch.seconds
+            state.counters["forward_passes"] += passes
+            state.counters["train_seconds"] += train_seconds
+            extra = _evaluate_task(state, watchers, labels)
+            metrics = check_task_metrics({
+                **_task_metrics(state, memory, passes, steps, watch.seconds, train_seconds),
+                **extra})
+            state.history.append(metrics)
+            state.series_history.append(state.series)
+            for w in watchers:
+                w.after_task(state, metrics)
+            written = None
+            if checkpoint_dir is not None:
+                save_checkpoint(Path(checkpoint_dir), task_checkpoint(
+                    config, t, learner, state.steppers, state.matrix, state.counters,
+                    state.history, state.series_history))
+                written = str(checkpoint_dir)
+            if reporter is not None:
+                reporter(TaskReport(t, state.n_tasks, metrics, written, state.start_task,
+                                    memory.label, state.series))
+    finally:
+        stepping.close()
+    stats = dataclasses.asdict(stepping.stats) if stepping.stats is not None else None
+    return TrialResult(config, state.matrix, summarize(state.matrix, state.counters, memory),
+                       state.history, memory.label, stats, state.series_history)
 
-    pool = None
+
+def _stepping(config: TrialConfig, log):
+    """Where forward-pass directions are evaluated: query workers (``query_workers > 0``) or
+    this process."""
     if config.query_workers > 0:
         from zeroflow.distributed import QueryPool
 
-        pool = QueryPool(config, log=log)
-    try:
-        for t in range(start, n_tasks):
-            task_watch, task_steps, series = Stopwatch(), 0, {}
-            learner.before_task(t)
-            learner.to(device)
-            epochs = learner.epochs(t)
-            steppers = task_steppers(learner, config, t, epochs)
-            train_set = scenario.train_set(t)
-            aug_seed = derive_seed(config.seed, _AUG_STREAM, t)
-            if pool is not None:
-                pool.start_task(t, learner, steppers)
-            passes_before = sum(s.forward_passes for s in steppers)
-            learner.train()
-            for epoch in range(epochs):
-                if on_epoch is not None:
-                    on_epoch(t, epoch)
-                epoch_watch = Stopwatch()
-                active = [s.active(epoch) for s in steppers]
-                for stepper, opt in zip(steppers, active):
-                    for p in stepper.group.params:
-                        p.requires_grad_(opt.uses_backward)
-                        p.grad = None
-                train_set.set_epoch(aug_seed, epoch)
-                gen = torch.Generator().manual_seed(
-                    derive_seed(config.seed, _DATA_STREAM, t, epoch))
-                order = torch.randperm(len(train_set), generator=gen)
-                chunks = batch_chunks(order, config.batch_size, config.limit_batches)
-                loss_sum, n_steps = 0.0, 0
-                for b, (x, y) in enumerate(batches(train_set, order, config.batch_size, device,
-                                                   config.num_workers, config.limit_batches)):
-                    dropout_seed = derive_seed(config.seed, _DROPOUT_STREAM, t, epoch, b)
-                    for stepper, opt in zip(steppers, active):
-                        closure = _closure(learner, opt, x, y, dropout_seed)
-                        if pool is not None and not opt.uses_backward:
-                            loss = pool.step(stepper.index, opt, closure, BatchSpec(
-                                t, epoch, aug_seed, chunks[b], dropout_seed))
-                        else:
-                            loss = opt.step(closure)
-                            if pool is not None:  # changed outside ZO: pushed before next use
-                                pool.changed(stepper.group.params)
-                        loss_value = float(loss.detach())
-                        if not math.isfinite(loss_value):
-                            raise DivergenceError(
-                                f"loss became {loss_value} at task {t}, epoch {epoch}, step {b} "
-                                f"({stepper.name}, lr={opt.param_groups[0]['lr']:.3g}"
-                                + (f", mu={config.mu:g}" if not opt.uses_backward else "")
-                                + "); lower lr" + (" or mu" if not opt.uses_backward else "")
-                            )
-                    loss_sum += loss_value
-                    n_steps += 1
-                    step = counters["steps"] + n_steps
-                    if config.track_task_losses and step % config.track_task_losses == 0:
-                        for j, value in probes.losses(learner, t + 1).items():
-                            series.setdefault(f"task_loss_{j}", []).append([step, value])
-                    if on_step is not None:
-                        on_step(StepEvent(t, n_tasks, epoch, epochs, b, len(chunks),
-                                          loss_value))
-                for stepper in steppers:
-                    stepper.epoch_end()
-                counters["steps"] += n_steps
-                task_steps += n_steps
-                log(f"task {t + 1}/{n_tasks} epoch {epoch + 1}/{epochs}: "
-                    f"loss {loss_sum / max(n_steps, 1):.4f}, {n_steps} steps, "
-                    f"{epoch_watch.seconds:.1f}s")
-            for stepper in steppers:
-                for p in stepper.group.params:
-                    p.requires_grad_(False)
-                    p.grad = None
-            if pool is not None:
-                pool.finish_task()
-            train_seconds = task_watch.seconds
-            task_passes = sum(s.forward_passes for s in steppers) - passes_before
-            counters["forward_passes"] += task_passes
-            counters["train_seconds"] += train_seconds
+        return QueryPool(config, log=log)
+    return LocalStepping()
 
-            learner.eval()
-            eval_set = scenario.train_set(t, augment=False)
-            learner.after_task(t, lambda eval_set=eval_set: batches(
-                eval_set, range(len(eval_set)), config.eval_batch_size, device, config.num_workers))
-            per_task, seen = evaluate(learner, scenario, t, task_of_label, config, device)
-            matrix.record(t, per_task, seen)
-            analysis = {}
-            if config.sharpness:
-                from zeroflow.analysis import sharpness
 
-                analysis, passes = sharpness.measure(
-                    learner, [p for s in steppers for p in s.group.params],
-                    probes.seen_batches(t + 1), config.seed, t, config.sharpness_hessian)
-                probes.forward_passes += passes
-            if probes is not None:  # counted apart from training's forward passes
-                counters["probe_forward_passes"] += probes.forward_passes
-                probes.forward_passes = 0
-                analysis["probe_forward_passes"] = float(counters["probe_forward_passes"])
-            metrics = {
-                "accuracy": seen, "avg_accuracy": matrix.avg(), "forgetting": matrix.forgetting(),
-                **{f"accuracy_task_{j}": a for j, a in enumerate(per_task)},
-                "peak_memory_mb": memory.peak_mb(),
-                "forward_passes": float(counters["forward_passes"]),
-                "forward_passes_task": float(task_passes),
-                "steps": float(counters["steps"]),
-                "time_task_s": task_watch.seconds, "train_time_task_s": train_seconds,
-                "time_per_step_s": train_seconds / task_steps if task_steps else 0.0,
-                **analysis,
-            }
-            history.append(metrics)
-            series_history.append(series)
-            log(f"task {t + 1}/{n_tasks} done: accuracy {seen:.2f}% on {scenario.classes_seen(t)} "
-                f"classes, forgetting {matrix.forgetting():.2f}")
-            written = None
-            if checkpoint_dir is not None:
-                _save_checkpoint(Path(checkpoint_dir), {
-                    "version": CHECKPOINT_VERSION, "config": config.to_dict(), "task": t,
-                    "learner": learner.trainable_state(),
-                    "optimizers": [s.state_dict() for s in steppers],
-                    "matrix": matrix.state_dict(), "counters": dict(counters), "history": history,
-                    "series": series_history,
-                })
-                written = str(checkpoint_dir)
-            if reporter is not None:
-                reporter(TaskReport(t, n_tasks, metrics, written, start, memory.label, series))
-    finally:
-        if pool is not None:
-            pool.close()
+def _resume(state: TrialState, source, log) -> None:
+    """Continue after the task checkpoint in ``source``, if there is one (same config only)."""
+    ckpt = load_checkpoint(source)
+    if ckpt is None:
+        return
+    check_resumable(ckpt, state.config)
+    for t in range(ckpt["task"] + 1):
+        state.learner.before_task(t)
+    state.learner.to(state.device)
+    state.learner.load_trainable_state(ckpt["learner"])
+    state.matrix.load_state_dict(ckpt["matrix"])
+    state.counters.update(ckpt["counters"])
+    state.history = list(ckpt["history"])
+    state.series_history = list(ckpt.get("series", [{} for _ in state.history]))
+    state.start_task = ckpt["task"] + 1
+    log(f"resumed after task {ckpt['task'] + 1}/{state.n_tasks} from {source}")
 
-    summary = summarize(matrix, counters, memory)
-    stats = dataclasses.asdict(pool.stats) if pool is not None else None
-    return TrialResult(config, matrix, summary, history, memory.label, stats, series_history)
+
+def _train_task(state: TrialState, stepping, watchers) -> tuple[int, int]:
+    """Build and train task ``state.task``; returns its (training steps, forward passes)."""
+    config, learner, t = state.config, state.learner, state.task
+    learner.before_task(t)
+    learner.to(state.device)
+    state.epochs = learner.epochs(t)
+    state.steppers, state.series = task_steppers(learner, config, t, state.epochs), {}
+    train_set = state.scenario.train_set(t)
+    aug_seed = derive_seed(config.seed, AUG_STREAM, t)
+    stepping.start_task(t, learner, state.steppers)
+    passes_before = sum(s.forward_passes for s in state.steppers)
+    learner.train()
+    for w in watchers:
+        w.before_task(state)
+    steps = sum(_train_epoch(state, stepping, watchers, train_set, aug_seed, epoch)
+                for epoch in range(state.epochs))
+    freeze(state.steppers)
+    stepping.finish_task()
+    return steps, sum(s.forward_passes for s in state.steppers) - passes_before
+
+
+def _train_epoch(state: TrialState, stepping, watchers, train_set, aug_seed: int,
+                 epoch: int) -> int:
+    """One epoch of the task's seeded sample order; returns its steps."""
+    config, t = state.config, state.task
+    for w in watchers:
+        w.before_epoch(state, epoch)
+    watch = Stopwatch()
+    active = activate(state.steppers, epoch)
+    train_set.set_epoch(aug_seed, epoch)
+    order = epoch_order(config.seed, t, epoch, len(train_set))
+    chunks = batch_chunks(order, config.batch_size, config.limit_batches)
+    loss_sum, n_steps = 0.0, 0
+    for b, (x, y) in enumerate(batches(train_set, order, config.batch_size, state.device,
+                                       config.num_workers, config.limit_batches)):
+        spec = BatchSpec(t, epoch, aug_seed, chunks[b],
+                         derive_seed(config.seed, DROPOUT_STREAM, t, epoch, b))
+        for stepper, opt in zip(state.steppers, active):
+            closure = training_closure(state.learner, opt, x, y, spec.dropout_seed)
+            loss = finite_loss(stepping.train_step(stepper, opt, closure, spec), stepper, opt,
+                               config.mu, t, epoch, b)
+        loss_sum += loss
+        n_steps += 1
+        event = StepEvent(t, state.n_tasks, epoch, state.epochs, b, len(chunks), loss,
+                          state.counters["steps"] + n_steps)
+        for w in watchers:
+            w.after_step(state, event)
+    for stepper in state.steppers:
+        stepper.epoch_end()
+    state.counters["steps"] += n_steps
+    event = EpochEvent(t, state.n_tasks, epoch, state.epochs, n_steps,
+                       loss_sum / max(n_steps, 1), watch.seconds)
+    for w in watchers:
+        w.after_epoch(state, event)
+    return n_steps
+
+
+def _evaluate_task(state: TrialState, watchers, labels) -> dict[str, float]:
+    """Let the learner finish the task, record its accuracies; the observers' metrics."""
+    config, learner, t, device = state.config, state.learner, state.task, state.device
+    learner.eval()
+    eval_set = state.scenario.train_set(t, augment=False)
+    learner.after_task(t, lambda eval_set=eval_set: batches(
+        eval_set, range(len(eval_set)), config.eval_batch_size, device, config.num_workers))
+    per_task, seen = evaluate(learner, state.scenario, t, labels, config, device)
+    state.matrix.record(t, per_task, seen)
+    extra: dict[str, float] = {}
+    for w in watchers:
+        extra.update(w.after_eval(state))
+    return extra
+
+
+def _task_metrics(state: TrialState, memory: PeakMemory, passes: int, steps: int,
+                  seconds: float, train_seconds: float) -> dict[str, float]:
+    """The loop's own per-task metrics (names in ``zeroflow.metrics.TASK_METRICS``)."""
+    matrix, t = state.matrix, state.task
+    per_task = [float(a) for a in matrix.a[t, : t + 1]]
+    return {
+        "accuracy": float(matrix.seen[t]), "avg_accuracy": matrix.avg(),
+        "forgetting": matrix.forgetting(),
+        **{f"accuracy_task_{j}": a for j, a in enumerate(per_task)},
+        "peak_memory_mb": memory.peak_mb(),
+        "forward_passes": float(state.counters["forward_passes"]),
+        "forward_passes_task": float(passes),
+        "steps": float(state.counters["steps"]),
+        "time_task_s": seconds, "train_time_task_s": train_seconds,
+        "time_per_step_s": train_seconds / steps if steps else 0.0,
+    }
 
 
 def summarize(matrix: AccuracyMatrix, counters: dict, memory: PeakMemory) -> dict[str, float]:
@@ -442,48 +258,3 @@ def summarize(matrix: AccuracyMatrix, counters: dict, memory: PeakMemory) -> dic
         "peak_memory_mb": memory.peak_mb(), "forward_passes": float(counters["forward_passes"]),
         "steps": float(counters["steps"]), "train_seconds": counters["train_seconds"],
     }
-
-
-def _closure(learner, opt, x, y, dropout_seed: int):
-    def closure():
-        learner.model.reseed(dropout_seed)
-        if opt.uses_backward:
-            opt.zero_grad(set_to_none=True)
-            loss = learner.loss(x, y)
-            loss.backward()
-            return loss.detach()  # holds no graph: forward-grad later swaps these tensors
-        return learner.loss(x, y)
-
-    return closure
-
-
-@torch.no_grad()
-def evaluate(learner, scenario, t: int, task_of_label, config, device):
-    """(a[t, j] for j <= t, accuracy on all seen classes), predicting over all seen classes."""
-    test = scenario.test_set_upto(t)
-    preds, labels = [], []
-    for x, y in batches(test, range(len(test)), config.eval_batch_size, device,
-                        config.num_workers):
-        preds.append(learner.predict(x).argmax(dim=1))
-        labels.append(y)
-    return accuracy_by_task(torch.cat(preds), torch.cat(labels), task_of_label, t + 1)
-
-
-# keys that may differ when a trial resumes: where and how fast it runs, not what it computes
-_FREE_ON_RESUME = ("device", "num_workers", "eval_batch_size", "data_root", "download",
-                   "query_workers", "worker_cpus", "worker_gpus", "track_task_losses", "sharpness",
-                   "sharpness_hessian")
-
-
-def _check_resumable(ckpt: dict, config: TrialConfig) -> None:
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise ConfigError("checkpoint was written by another zeroflow version; start afresh "
-                          "with another checkpoint_dir")
-    saved = ckpt["config"]
-    current = config.to_dict()
-    diff = [k for k in current if k not in _FREE_ON_RESUME and saved.get(k) != current[k]]
-    if diff:
-        pairs = ", ".join(f"{k}: {saved.get(k)!r} → {getattr(config, k)!r}" for k in diff)
-        raise ConfigError(f"checkpoint belongs to another trial ({pairs}); use the same config "
-                          "or another checkpoint_dir")
-

@@ -19,10 +19,11 @@ import inspect
 import torch
 import torch.nn.functional as F
 
-from zeroflow.seeding import derive_seed
+from zeroflow.batches import make_batch
+from zeroflow.observers import Observer, StepEvent, TrialState
+from zeroflow.seeding import PROBE_STREAM, derive_seed
 
 PROBE_SIZE = 64  # samples per task's probe batch (fewer if the task has fewer)
-_PROBE_STREAM = 0x9B0E
 
 
 def prediction_loss(learner, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -48,10 +49,8 @@ class TaskProbes:
     def batch(self, task: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Task ``task``'s probe batch (built once, then cached)."""
         if task not in self._batches:
-            from zeroflow.trial import make_batch
-
             data = self.scenario.train_set(task, augment=False)
-            gen = torch.Generator().manual_seed(derive_seed(self.seed, _PROBE_STREAM, task))
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, PROBE_STREAM, task))
             chosen = torch.randperm(len(data), generator=gen)[: self.size].tolist()
             self._batches[task] = make_batch(data, chosen, self.device)
         return self._batches[task]
@@ -74,3 +73,29 @@ class TaskProbes:
 
     def seen_batches(self, seen: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [self.batch(j) for j in range(seen)]
+
+
+class TaskLosses(Observer):
+    """``track_task_losses: N``: after every N-th training step (global count), the probe loss
+    of every task seen so far, the current one included, as series ``task_loss_<j>``."""
+
+    def __init__(self, probes: TaskProbes, every: int):
+        self.probes, self.every = probes, every
+
+    def after_step(self, state: TrialState, event: StepEvent) -> None:
+        if event.global_step % self.every == 0:
+            for j, value in self.probes.losses(state.learner, state.task + 1).items():
+                state.series.setdefault(f"task_loss_{j}", []).append([event.global_step, value])
+
+
+class ProbePasses(Observer):
+    """The analyses' forward passes on the probe batches, counted apart from training's
+    (counter and metric ``probe_forward_passes``, cumulative): the last analysis observer."""
+
+    def __init__(self, probes: TaskProbes):
+        self.probes = probes
+
+    def after_eval(self, state: TrialState) -> dict[str, float]:
+        state.counters["probe_forward_passes"] += self.probes.forward_passes
+        self.probes.forward_passes = 0
+        return {"probe_forward_passes": float(state.counters["probe_forward_passes"])}

@@ -17,13 +17,14 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from zeroflow.seeding import derive_seed
+from zeroflow.analysis.probes import TaskProbes, prediction_loss
+from zeroflow.observers import Observer, TrialState
+from zeroflow.seeding import SHARPNESS_STREAM, derive_seed
 
 DEFAULT_RADIUS = 0.01
 RADII = (0.005, 0.01, 0.05)  # relative radii measured; ``sharpness`` is DEFAULT_RADIUS's
 SAMPLES = 8  # antithetic pairs per radius
 HESSIAN_ITERATIONS = 50
-_SHARPNESS_STREAM = 0x5A4B
 
 
 def tensor_scales(params: Sequence[torch.Tensor], radius: float) -> list[float]:
@@ -115,8 +116,6 @@ def measure(learner, params: Sequence[torch.Tensor], batches, seed: int, task: i
     ``sharpness_r<radius>`` (the other RADII), ``sharpness_base_loss`` (the unperturbed loss)
     and, with ``hessian``, ``hessian_top_eig``. Returns (metrics, forward passes); eval
     mode, restored after."""
-    from zeroflow.analysis.probes import prediction_loss
-
     params = [p for p in params if p.numel()]
     if not params or not batches:
         return {}, 0
@@ -128,7 +127,7 @@ def measure(learner, params: Sequence[torch.Tensor], batches, seed: int, task: i
     was_training = learner.training
     learner.eval()
     try:
-        gen = torch.Generator().manual_seed(derive_seed(seed, _SHARPNESS_STREAM, task))
+        gen = torch.Generator().manual_seed(derive_seed(seed, SHARPNESS_STREAM, task))
         with torch.no_grad():
             base = float(loss_fn())
         passes = len(batches)
@@ -144,3 +143,19 @@ def measure(learner, params: Sequence[torch.Tensor], batches, seed: int, task: i
         return metrics, passes
     finally:
         learner.train(was_training)
+
+
+class Sharpness(Observer):
+    """``sharpness: true``: after each task is evaluated, ``measure`` over the task's trained
+    tensors on the seen tasks' probe batches; its forward passes go to the probes' count."""
+
+    def __init__(self, probes: TaskProbes, hessian: bool = False):
+        self.probes, self.hessian = probes, hessian
+
+    def after_eval(self, state: TrialState) -> dict[str, float]:
+        metrics, passes = measure(
+            state.learner, [p for s in state.steppers for p in s.group.params],
+            self.probes.seen_batches(state.task + 1), state.config.seed, state.task,
+            self.hessian)
+        self.probes.forward_passes += passes
+        return metrics

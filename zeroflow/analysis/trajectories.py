@@ -161,32 +161,20 @@ def _draw(ax, rows: list[dict], bounds, title: str) -> None:
 
 def plot(rows: list[dict], out: Path) -> list[Path]:
     """One PNG per optimizer and ``trajectories_grid.png`` of all; contours of both tasks."""
-    from zeroflow.report.figures import _plt
+    from zeroflow.plotting import panels, pyplot, save
 
-    plt = _plt()
     names = list(dict.fromkeys(r["optimizer"] for r in rows))
     of = {name: [r for r in rows if r["optimizer"] == name] for name in names}
     written = []
     for name in names:  # each panel its own bounds: a wandering ZO path must not hide FO's
-        fig, ax = plt.subplots(figsize=(4.2, 4.2))
+        fig, ax = pyplot().subplots(figsize=(4.2, 4.2))
         _draw(ax, of[name], _bounds(of[name]), name)
-        written.append(_save(plt, fig, out / f"trajectory_{name}.png"))
-    ncols = min(3, len(names))
-    nrows = math.ceil(len(names) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.6 * nrows), squeeze=False)
-    for ax in list(axes.flat)[len(names):]:
-        ax.set_visible(False)
-    for ax, name in zip(axes.flat, names):
+        written.append(save(fig, out / f"trajectory_{name}.png"))
+    fig, axes = panels(len(names), 3.6, 3.6)
+    for ax, name in zip(axes, names):
         _draw(ax, of[name], _bounds(of[name]), name)
-    written.append(_save(plt, fig, out / "trajectories_grid.png"))
+    written.append(save(fig, out / "trajectories_grid.png"))
     return written
-
-
-def _save(plt, fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
 
 
 def write_trajectories(out: str | Path, optimizers: list[str] | None = None,

@@ -27,6 +27,7 @@ from torchvision.datasets import CIFAR100, ImageFolder
 
 from zeroflow.data.transforms import TestTransform, TrainTransform
 from zeroflow.errors import ConfigError, DataError
+from zeroflow.registry import Registry
 from zeroflow.seeding import derive_seed
 
 DEFAULT_DATA_ROOT = "data"
@@ -225,27 +226,32 @@ def _load_folder(name: str, root: Path, image_size: int, download: bool):
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A registered dataset: its full class count, where it is read from, and its loader."""
+    """A registered dataset: its full class count, where it is read from, its loader, and its
+    default class-incremental split (classes of the first task, classes per later task)."""
 
     name: str
     num_classes: int
     layout: str
     loader: Callable[[Path, int, bool], tuple[Dataset, Dataset]]
+    split: tuple[int, int]
 
 
-DATASETS: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo("digits", 10, "embedded (sklearn load_digits)", _load_digits),
+# the paper's splits (10 tasks each) and the embedded default's (5 tasks)
+DATASETS: Registry[DatasetInfo] = Registry("dataset", {
+    "digits": DatasetInfo("digits", 10, "embedded (sklearn load_digits)", _load_digits, (2, 2)),
     "cifar100": DatasetInfo(
-        "cifar100", 100, "<data_root>/cifar-100-python/{train,test,meta}", _load_cifar100
+        "cifar100", 100, "<data_root>/cifar-100-python/{train,test,meta}", _load_cifar100,
+        (10, 10),
     ),
     **{
         name: DatasetInfo(
             name, n, f"<data_root>/{name}/{{train,test}}/<class>/*.jpg",
-            functools.partial(_load_folder, name),
+            functools.partial(_load_folder, name), split,
         )
-        for name, n in (("cub", 200), ("imagenet-a", 200), ("omnibenchmark", 300))
+        for name, n, split in (("cub", 200, (20, 20)), ("imagenet-a", 200, (20, 20)),
+                               ("omnibenchmark", 300, (30, 30)))
     },
-}
+})
 
 
 def load_dataset(
@@ -261,7 +267,7 @@ def load_dataset(
     """
     info = DATASETS.get(str(name).lower())
     if info is None:
-        raise ConfigError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+        raise DATASETS.unknown(name)
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or (
         image_size < 1
     ):

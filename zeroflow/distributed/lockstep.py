@@ -77,9 +77,9 @@ class PoolStats:
 class LockStepPool:
     """K replicas of a trial kept in lock-step (see the module docstring).
 
-    The trial calls ``start_task`` after building a task's optimizers, ``step`` in place of
-    ``opt.step`` for forward-pass optimizers, ``changed`` after changing trainable tensors
-    otherwise (first-order steps), ``finish_task`` after the task's last step, ``close`` at
+    The trial calls ``start_task`` after building a task's optimizers, ``train_step`` for
+    every optimizer step (``step`` for a forward-pass optimizer, ``changed`` after a first-order
+    one changed trainable tensors), ``finish_task`` after the task's last step, ``close`` at
     the end. Subclasses implement ``_sync`` and ``_call`` (and may recover lost workers there).
     """
 
@@ -194,6 +194,16 @@ class LockStepPool:
                                    tuple(g["lr"] for g in opt.param_groups)))
         self.stats.step_seconds += time.perf_counter() - start
         return step_loss(estimate)
+
+    def train_step(self, stepper, opt, closure, batch) -> torch.Tensor:
+        """The loop's step of ``stepper``'s active optimizer ``opt`` (``LocalStepping``'s
+        interface): a forward-pass one through the replicas, a first-order one here (its
+        tensors then pushed before the next ZO step)."""
+        if opt.uses_backward:
+            loss = opt.step(closure)
+            self.changed(stepper.group.params)
+            return loss
+        return self.step(stepper.index, opt, closure, batch)
 
     def finish_task(self) -> None:
         """After the task's last step: replicas apply it, and their checksums are compared."""

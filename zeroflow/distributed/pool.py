@@ -25,6 +25,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from zeroflow.assembly import resolve_device
 from zeroflow.distributed.lockstep import LockStepPool
 from zeroflow.distributed.replica import Replica, Reply, Request, trainable_checksum
 from zeroflow.errors import QueryWorkerError
@@ -40,8 +41,6 @@ def worker_config(config) -> dict:
     """The trial config as a replica builds it: no pool of its own, no download (the data must
     already sit at the same absolute ``data_root`` on every node), and the trial's kind of
     device (directions drawn on a CPU and on a GPU differ, so replicas must match the trial)."""
-    from zeroflow.trial import resolve_device
-
     device = resolve_device(config.device).type
     if device == "cuda" and config.worker_gpus == 0:
         raise QueryWorkerError("the trial runs on a GPU, so its query workers must too: set "

@@ -18,8 +18,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from zeroflow.assembly import build_learner, resolve_device
+from zeroflow.batches import make_batch
 from zeroflow.config import make_config
 from zeroflow.optim import Estimate
+from zeroflow.steppers import task_steppers, training_closure
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class Update:
 class Request:
     """What the trial sends a replica per step (all parts optional, applied in this order):
     updates to apply, tensors to load (name → tensor), then the seeds to evaluate on ``batch``
-    (a ``zeroflow.trial.BatchSpec``) with group ``group``'s optimizer."""
+    (a ``zeroflow.batches.BatchSpec``) with group ``group``'s optimizer."""
 
     updates: tuple[Update, ...] = ()
     push: dict[str, torch.Tensor] | None = None
@@ -108,8 +111,6 @@ class Replica:
     steppers: list = field(default_factory=list)
 
     def __post_init__(self):
-        from zeroflow.trial import build_learner, resolve_device
-
         if self.threads:
             torch.set_num_threads(self.threads)
         self.trial_config = make_config(self.config)
@@ -131,8 +132,6 @@ class Replica:
         return trainable_checksum(self.learner)
 
     def _enter(self, task: int) -> None:
-        from zeroflow.trial import task_steppers
-
         for t in range(self.learner.task + 1, task + 1):
             self.learner.before_task(t)
         self.learner.to(self.device)
@@ -154,8 +153,6 @@ class Replica:
 
     def step(self, request: Request) -> Reply:
         """Apply the updates, load the pushed tensors, evaluate the seeds (see ``Request``)."""
-        from zeroflow.trial import _closure
-
         start = time.perf_counter()
         for update in request.updates:
             self.apply(update)
@@ -170,15 +167,13 @@ class Replica:
         x, y = self.batch(spec)
         opt = self.steppers[request.group].main
         before = opt.forward_passes
-        estimate = opt.evaluate(_closure(self.learner, opt, x, y, spec.dropout_seed),
+        estimate = opt.evaluate(training_closure(self.learner, opt, x, y, spec.dropout_seed),
                                 list(request.seeds))
         return Reply(estimate, opt.forward_passes - before, checksum, time.perf_counter() - start)
 
     def batch(self, spec) -> tuple[torch.Tensor, torch.Tensor]:
-        """The training batch a ``zeroflow.trial.BatchSpec`` names, rebuilt from this
+        """The training batch a ``zeroflow.batches.BatchSpec`` names, rebuilt from this
         replica's own copy of the data (the trial's tensors, bit for bit)."""
-        from zeroflow.trial import make_batch
-
         if spec.task != self.task:
             raise RuntimeError(f"replica is in task {self.task}, asked for task {spec.task}")
         if self._epoch != (spec.epoch, spec.aug_seed):

@@ -18,9 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zeroflow.seeding import derive_seed
-
-_INIT_STREAM = 0x1A17
+from zeroflow.seeding import INIT_STREAM, derive_seed
 
 
 @dataclass
@@ -95,7 +93,7 @@ class Learner(nn.Module):
     # ------------------------------------------------------------------ helpers
     def generator(self, *parts: int) -> torch.Generator:
         """A private CPU generator for initialisation, seeded from (seed, parts)."""
-        return torch.Generator().manual_seed(derive_seed(self.config.seed, _INIT_STREAM, *parts))
+        return torch.Generator().manual_seed(derive_seed(self.config.seed, INIT_STREAM, *parts))
 
     @property
     def device(self) -> torch.device:

@@ -1,4 +1,5 @@
-"""Frozen pre-trained ViT backbones with EASE-style adapter sets, and a small name registry.
+"""``AdaptedViT``: a frozen pre-trained ViT with EASE-style adapter sets, and the embedded tiny
+architecture. Names → backbones is ``models.registry``; their weights, ``models.weights``.
 
 ``AdaptedViT`` wraps a timm ``VisionTransformer``: the backbone is frozen and always in eval mode;
 only the adapter sets train. ``features(x, k)`` re-implements timm's forward over the block
@@ -12,20 +13,14 @@ attention.
 
 from __future__ import annotations
 
-import os
-import socket
-from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlparse
 
-import timm
 import torch
 import torch.autograd.forward_ad as fwAD
-from timm.models import get_pretrained_cfg, split_model_name_tag
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
-from zeroflow.errors import ConfigError, WeightsError
+from zeroflow.errors import ConfigError
 from zeroflow.models.adapters import Adapter
 from zeroflow.seeding import derive_seed
 
@@ -38,7 +33,6 @@ TINY_VIT_CONFIG: dict = dict(
     img_size=16, patch_size=4, embed_dim=64, depth=4, num_heads=2, mlp_ratio=4.0
 )
 TINY_WEIGHTS = Path(__file__).resolve().parent / "weights" / "tiny_vit.pt"
-_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".npz")
 
 
 def build_tiny_vit(num_classes: int = 0, seed: int = 0) -> VisionTransformer:
@@ -63,7 +57,7 @@ def _attention(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return attn(x)
 
 
-def _check_vit(model: nn.Module, name: str) -> None:
+def check_vit(model: nn.Module, name: str) -> None:
     """ConfigError unless ``model`` is a timm ViT whose forward ``features`` can re-implement."""
     reason = None
     if not isinstance(model, VisionTransformer):
@@ -93,7 +87,7 @@ class AdaptedViT(nn.Module):
 
     def __init__(self, backbone: VisionTransformer, name: str = "", seed: int = 0):
         super().__init__()
-        _check_vit(backbone, name or type(backbone).__name__)
+        check_vit(backbone, name or type(backbone).__name__)
         if backbone.num_classes:
             backbone.reset_classifier(0)
         backbone.requires_grad_(False)
@@ -184,189 +178,3 @@ class AdaptedViT(nn.Module):
     def forward(self, x: torch.Tensor, adapter_set: int | None = None) -> torch.Tensor:
         """Same as ``features``."""
         return self.features(x, adapter_set)
-
-
-# ---------------------------------------------------------------------------------------------
-# registry
-
-BackboneFactory = Callable[[str | None], VisionTransformer]
-_REGISTRY: dict[str, BackboneFactory] = {}
-
-
-def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
-    """Decorator: register ``factory(weights: str | None) -> VisionTransformer`` as ``name``."""
-
-    def decorate(factory: BackboneFactory) -> BackboneFactory:
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorate
-
-
-def list_backbones() -> list[str]:
-    """Registered names; any timm ViT tag (e.g. ``PAPER_BACKBONE``) is accepted as well."""
-    return sorted(_REGISTRY)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    return obj
-
-
-@register_backbone("tiny")
-def _tiny(weights: str | None) -> VisionTransformer:
-    """The embedded tiny ViT (``TINY_VIT_CONFIG``), pre-trained on synthetic stroke glyphs."""
-    path = Path(weights).expanduser() if weights is not None else TINY_WEIGHTS
-    if not path.is_file():
-        if weights is not None:
-            raise WeightsError(
-                f"weights file not found: {path}; pass weights=PATH to an existing file"
-            )
-        raise WeightsError(
-            f"embedded tiny weights missing at {path}; regenerate them with "
-            f"python -m zeroflow.models.pretrain_tiny --out {path}"
-        )
-    model = build_tiny_vit()
-    try:
-        state = {k: v.float() for k, v in _read_state_dict(path).items()}
-        model.load_state_dict(state)
-    except Exception as exc:  # noqa: BLE001 - any unreadable/mismatched file is a weights problem
-        raise WeightsError(
-            f"cannot load tiny-ViT weights from {path} ({_one_line(exc)}); pass weights=PATH "
-            f"written by python -m zeroflow.models.pretrain_tiny"
-        ) from None
-    return model
-
-
-def _cached_weights(cfg) -> tuple[str, bool] | None:
-    """(local file, custom_load) of an already downloaded weight file, else None."""
-    if cfg.hf_hub_id:
-        from huggingface_hub import try_to_load_from_cache
-
-        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else []
-        names += ["model.safetensors", "pytorch_model.bin"]
-        for filename in names:
-            found = try_to_load_from_cache(cfg.hf_hub_id, filename)
-            if isinstance(found, str) and os.path.isfile(found):
-                return found, False
-    if cfg.url:
-        found = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(cfg.url).path)
-        if found.is_file():
-            return str(found), bool(cfg.custom_load)
-    return None
-
-
-def _download_possible(cfg) -> bool:
-    """Quick offline check (env flag, then DNS) so an offline run fails fast, not after retries."""
-    if cfg.hf_hub_id:
-        from huggingface_hub import constants
-
-        if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in (
-            "1", "true", "yes", "on"
-        ):
-            return False
-        host = urlparse(constants.ENDPOINT).hostname
-    elif cfg.url:
-        host = urlparse(cfg.url).hostname
-    else:
-        return False
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True  # the proxy resolves names; let the download try
-    try:
-        socket.getaddrinfo(host, 443)
-    except OSError:
-        return False
-    return True
-
-
-def _timm_vit(tag: str, weights: str | None) -> VisionTransformer:
-    arch, pretrained_tag = split_model_name_tag(tag)
-    if not timm.is_model(arch):
-        raise ConfigError(
-            f"unknown backbone {tag!r}; use one of {list_backbones()} or a timm ViT tag such as "
-            f"{PAPER_BACKBONE!r}"
-        )
-    try:
-        cfg = get_pretrained_cfg(tag)
-    except RuntimeError:  # timm: "Invalid pretrained tag"
-        cfg = None
-    if pretrained_tag and cfg is None:
-        known = timm.list_pretrained(f"{arch}.*")
-        raise ConfigError(
-            f"unknown pretrained tag {tag!r}; use one of {known[:8]} or pass weights=PATH with "
-            f"the bare architecture {arch!r}"
-        )
-    with torch.device("meta"):  # cheap structural check before any download
-        _check_vit(timm.create_model(arch, pretrained=False, num_classes=0), tag)
-
-    if weights is not None:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise WeightsError(
-                f"weights file not found: {path}; pass weights=PATH to an existing file"
-            )
-        if path.suffix not in _WEIGHT_SUFFIXES:
-            raise WeightsError(
-                f"unsupported weights file type {path.name!r}; pass weights=PATH ending in one of "
-                f"{', '.join(_WEIGHT_SUFFIXES)}"
-            )
-        overlay = dict(file=str(path), custom_load=path.suffix == ".npz")
-    else:
-        cached = _cached_weights(cfg) if cfg is not None else None
-        if cached is not None:
-            overlay = dict(file=cached[0], custom_load=cached[1])
-        elif cfg is None or not _download_possible(cfg):
-            raise WeightsError(
-                f"pretrained weights for {tag!r} could not be downloaded (offline, nothing "
-                f"cached); pass weights=PATH to a local .safetensors/.pth/.bin/.npz file"
-            )
-        else:
-            overlay = None
-    try:
-        model = timm.create_model(
-            tag, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay
-        )
-    except Exception as exc:  # noqa: BLE001 - timm/hub/torch raise many types; report one line
-        if weights is not None:
-            raise WeightsError(
-                f"cannot load {weights} into {tag!r} ({_one_line(exc)}); pass weights=PATH "
-                f"holding this architecture's checkpoint"
-            ) from None
-        raise WeightsError(
-            f"pretrained weights for {tag!r} could not be downloaded ({_one_line(exc)}); "
-            f"pass weights=PATH to a local .safetensors/.pth/.bin/.npz file"
-        ) from None
-    return model
-
-
-def create_backbone(
-    name: str = "tiny", weights: str | os.PathLike | None = None, device: str | torch.device = "cpu"
-) -> AdaptedViT:
-    """A frozen pre-trained ViT wrapped as ``AdaptedViT`` (no adapter sets yet), on ``device``.
-
-    ``name``: a registered name (``list_backbones()``, e.g. ``"tiny"``) or any timm ViT tag,
-    created with ``timm.create_model(tag, pretrained=True, num_classes=0)``; the paper's
-    backbone is ``PAPER_BACKBONE``. ``weights=PATH`` loads that local file instead of the
-    registry/hub weights (.safetensors/.pth/.bin, or a JAX .npz for timm ViTs).
-    Errors: ``ConfigError`` for an unknown or non-ViT name, ``WeightsError`` for a missing,
-    unreadable or undownloadable weights file.
-    """
-    weights = None if weights is None else os.fspath(weights)
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"backbone name must be a non-empty string, got {name!r}; use 'tiny'")
-    if name in _REGISTRY:
-        vit = _REGISTRY[name](weights)
-    else:
-        vit = _timm_vit(name, weights)
-    return AdaptedViT(vit, name=name).to(device)

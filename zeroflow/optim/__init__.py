@@ -21,6 +21,7 @@ from zeroflow.optim.fo import FOSGD, FOAdam
 from zeroflow.optim.schedule import HybridSchedule, fo_counterpart
 from zeroflow.optim.spsa import Estimate
 from zeroflow.optim.zo import ZeroOrderOptimizer
+from zeroflow.registry import Registry
 
 _SPSA = ("lr", "mu", "q", "seed", "weight_decay", "perturbation", "difference", "history",
          "sparsity", "sparsity_resample", "exact_restore", "direction_buffer", "model_numel")
@@ -30,60 +31,62 @@ _ADAM = ("betas", "eps")
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """A registry entry: the factory, its preset options (those also in ``accepts`` can be
-    overridden) and the hyper-parameters it accepts."""
+    """A registry entry: the factory, the hyper-parameters it accepts, its preset options (those
+    also in ``accepts`` can be overridden), and how reports file it: ``family`` (its update
+    rule: SGD, Adam) and ``strategy`` (FO, ZO, Sign, Conserve, Forward)."""
 
     factory: Callable[..., torch.optim.Optimizer]
     accepts: tuple[str, ...]
     fixed: dict = field(default_factory=dict)
+    family: str = ""
+    strategy: str = ""
 
 
-_REGISTRY: dict[str, OptimizerSpec] = {
-    "fo-sgd": OptimizerSpec(FOSGD, ("lr", "momentum", "weight_decay")),
-    "fo-adam": OptimizerSpec(FOAdam, ("lr", "betas", "eps", "weight_decay")),
-    "zo-sgd": OptimizerSpec(ZeroOrderOptimizer, _SPSA + _SGD, {"rule": "sgd"}),
+REGISTRY: Registry[OptimizerSpec] = Registry("optimizer", {
+    "fo-sgd": OptimizerSpec(FOSGD, ("lr", "momentum", "weight_decay"), {}, "SGD", "FO"),
+    "fo-adam": OptimizerSpec(FOAdam, ("lr", "betas", "eps", "weight_decay"), {}, "Adam", "FO"),
+    "zo-sgd": OptimizerSpec(ZeroOrderOptimizer, _SPSA + _SGD, {"rule": "sgd"}, "SGD", "ZO"),
     "zo-sgd-sign": OptimizerSpec(ZeroOrderOptimizer, _SPSA + _SGD + ("sign",),
-                                 {"rule": "sgd", "sign": "projected"}),
+                                 {"rule": "sgd", "sign": "projected"}, "SGD", "Sign"),
     "zo-sgd-conserve": OptimizerSpec(ZeroOrderOptimizer, _SPSA + _SGD,
-                                     {"rule": "sgd", "conserve": True}),
-    "zo-adam": OptimizerSpec(ZeroOrderOptimizer, _SPSA + _ADAM, {"rule": "adam"}),
+                                     {"rule": "sgd", "conserve": True}, "SGD", "Conserve"),
+    "zo-adam": OptimizerSpec(ZeroOrderOptimizer, _SPSA + _ADAM, {"rule": "adam"}, "Adam", "ZO"),
     "zo-adam-sign": OptimizerSpec(ZeroOrderOptimizer, _SPSA + _ADAM + ("sign",),
-                                  {"rule": "adam", "sign": "projected"}),
+                                  {"rule": "adam", "sign": "projected"}, "Adam", "Sign"),
     "zo-adam-conserve": OptimizerSpec(ZeroOrderOptimizer, _SPSA + _ADAM,
-                                      {"rule": "adam", "conserve": True}),
+                                      {"rule": "adam", "conserve": True}, "Adam", "Conserve"),
     "forward-grad": OptimizerSpec(
         ZeroOrderOptimizer,
         ("lr", "q", "seed", "weight_decay", "perturbation", "history", "sparsity",
          "sparsity_resample", "rule", "direction_buffer", "model_numel") + _SGD + _ADAM,
-        {"estimator": "jvp"},
+        {"estimator": "jvp"}, "", "Forward",
     ),
-}
+})
 
-NAMES: tuple[str, ...] = tuple(_REGISTRY)
-FIRST_ORDER: tuple[str, ...] = ("fo-sgd", "fo-adam")
+NAMES: tuple[str, ...] = REGISTRY.names()
+FIRST_ORDER: tuple[str, ...] = tuple(n for n, s in REGISTRY.items() if s.factory.uses_backward)
 
 
 def accepted_hparams(name: str) -> tuple[str, ...]:
     """The hyper-parameters ``build(name, ...)`` accepts."""
-    return _spec(name).accepts
+    return REGISTRY.lookup(name).accepts
 
 
 def is_first_order(name: str) -> bool:
-    return _spec(name).factory.uses_backward
+    return REGISTRY.lookup(name).factory.uses_backward
 
 
-def _spec(name: str) -> OptimizerSpec:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown optimizer {name!r}; choose one of: {', '.join(NAMES)}"
-        ) from None
+def report_order() -> list[str]:
+    """The optimizers as reports list them: grouped by family in order of first registration,
+    registration order within a family (the paper's: SGD's FO, ZO, Sign, Conserve, then Adam's,
+    then Forward-Grad)."""
+    families = list(dict.fromkeys(s.family for s in REGISTRY.values()))
+    return sorted(NAMES, key=lambda n: families.index(REGISTRY[n].family))
 
 
 def build(name: str, params, **hparams) -> torch.optim.Optimizer:
     """Make the optimizer ``name`` over ``params`` (tensors or param-group dicts)."""
-    spec = _spec(name)
+    spec = REGISTRY.lookup(name)
     unknown = sorted(set(hparams) - set(spec.accepts))
     if unknown:
         raise ConfigError(
@@ -98,5 +101,6 @@ def build(name: str, params, **hparams) -> torch.optim.Optimizer:
         raise ConfigError(f"optimizer {name!r}: {err}") from None
 
 
-__all__ = ["NAMES", "FIRST_ORDER", "Estimate", "HybridSchedule", "ZeroOrderOptimizer", "build",
-           "accepted_hparams", "fo_counterpart", "is_first_order"]
+__all__ = ["NAMES", "FIRST_ORDER", "REGISTRY", "Estimate", "HybridSchedule", "OptimizerSpec",
+           "ZeroOrderOptimizer", "build", "accepted_hparams", "fo_counterpart", "is_first_order",
+           "report_order"]

@@ -5,7 +5,8 @@ published values (no Ray needed).
   run per setting (full config, seed included): the latest FINISHED one counts.
 - ``tables``: Table 1 (method × optimizer × strategy; Avg / Last / Fgt per dataset), Table 2
   (memory, runtime, forward passes per optimizer and q), Tables 3–4 (history α, sparsity) and a
-  pivot of any swept keys; mean ± sample std over seeds; missing cells as ``–`` with a note.
+  pivot of any swept keys, each a ``grid`` (mean ± sample std over seeds; missing cells as ``–``
+  with a note) ordered by ``ordering`` (the registries' order).
 - ``published``: the paper's Tables 1–4 as package data, matched on dataset, method, optimizer, q.
 - ``render``: terminal text, Markdown, CSV, LaTeX, HTML (one self-contained file).
 - ``figures``: accuracy against q (Figure 5), per task, against memory and against time; old- vs
@@ -21,8 +22,9 @@ from pathlib import Path
 from zeroflow.errors import ReportError
 from zeroflow.report import render
 from zeroflow.report.figures import make_figures
+from zeroflow.report.grid import Table
 from zeroflow.report.runs import RunSet, load_runs
-from zeroflow.report.tables import Table, enhancement_table, pivot, sharpness_table, table1, table2
+from zeroflow.report.tables import enhancement_table, pivot, sharpness_table, table1, table2
 
 FORMATS = ("md", "csv", "latex", "html")
 _SUFFIX = {"md": ".md", "csv": ".csv", "latex": ".tex"}

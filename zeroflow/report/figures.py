@@ -11,26 +11,24 @@ from pathlib import Path
 
 import numpy as np
 
+from zeroflow import plotting
+from zeroflow.report.ordering import fmt_value, order, rank
 from zeroflow.report.runs import Run
-from zeroflow.report.tables import OPTIMIZERS, fmt_value, rank
 
-MARKERS = {"ease": "o", "aper": "s", "finetune": "^", "zofc": "D"}
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # per method, in registry order
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def _marker(method) -> str:
+    methods = order()["method"]
+    return MARKERS[methods.index(method) % len(MARKERS)] if method in methods else "x"
 
 
 def _color(optimizer: str):
     import matplotlib
 
     cmap = matplotlib.colormaps["tab10"]
-    index = OPTIMIZERS.index(optimizer) if optimizer in OPTIMIZERS else 9
+    optimizers = order()["optimizer"]
+    index = optimizers.index(optimizer) if optimizer in optimizers else 9
     return cmap(index % 10)
 
 
@@ -84,35 +82,16 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
-def _panels(n: int, width: float = 4.2, height: float = 3.2):
-    plt = _plt()
-    ncols = min(n, 3)
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows),
-                             squeeze=False)
-    flat = list(axes.flat)
-    for ax in flat[n:]:
-        ax.set_visible(False)
-    return fig, flat[:n]
-
-
-def _save(fig, path: Path) -> Path:
-    plt = _plt()
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
-
-
 def _sort_key(setting: tuple) -> tuple:
     config = dict(setting)
     opt = config.get("optimizer")
-    return (OPTIMIZERS.index(opt) if opt in OPTIMIZERS else 99, str(setting))
+    optimizers = order()["optimizer"]
+    return (optimizers.index(opt) if opt in optimizers else 99, str(setting))
 
 
 def accuracy_vs_q(runs: list[Run], path: Path) -> tuple[Path, str]:
     panels = _group(runs, ("dataset", "method"))
-    fig, axes = _panels(len(panels))
+    fig, axes = plotting.panels(len(panels))
     qs = {r.config.get("q") for r in runs}
     for ax, ((dataset, method), group) in zip(axes, sorted(panels.items(), key=_panel_order)):
         lines = _lines(group, ("q", "dataset", "method"))
@@ -137,12 +116,12 @@ def accuracy_vs_q(runs: list[Run], path: Path) -> tuple[Path, str]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     only = f" (only q = {fmt_value(next(iter(qs)))} ran)" if len(qs) == 1 else ""
-    return _save(fig, path), f"Figure 5: Avg accuracy against the query budget q{only}"
+    return plotting.save(fig, path), f"Figure 5: Avg accuracy against the query budget q{only}"
 
 
 def accuracy_per_task(runs: list[Run], path: Path) -> tuple[Path, str]:
     panels = _group(runs, ("dataset", "method"))
-    fig, axes = _panels(len(panels))
+    fig, axes = plotting.panels(len(panels))
     for ax, ((dataset, method), group) in zip(axes, sorted(panels.items(), key=_panel_order)):
         lines = _lines(group, ("dataset", "method"))
         varying = _varying(lines)
@@ -161,7 +140,7 @@ def accuracy_per_task(runs: list[Run], path: Path) -> tuple[Path, str]:
         ax.set_ylabel("accuracy on seen classes (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    return _save(fig, path), "Accuracy after each task, per optimizer (mean over seeds)"
+    return plotting.save(fig, path), "Accuracy after each task, per optimizer (mean over seeds)"
 
 
 def accuracy_against(runs: list[Run], key: str, xlabel: str, path: Path,
@@ -169,7 +148,7 @@ def accuracy_against(runs: list[Run], key: str, xlabel: str, path: Path,
     from matplotlib.lines import Line2D
 
     panels = _group(runs, ("dataset",))
-    fig, axes = _panels(len(panels), 5.0, 3.8)
+    fig, axes = plotting.panels(len(panels), 5.0, 3.8)
     for ax, ((dataset,), group) in zip(axes, sorted(panels.items(), key=_panel_order)):
         lines = _lines(group, ())
         for setting in sorted(lines, key=_sort_key):
@@ -178,14 +157,15 @@ def accuracy_against(runs: list[Run], key: str, xlabel: str, path: Path,
             y, ys = _mean_std([r.metrics.get("avg", math.nan) for r in lines[setting]])
             if math.isfinite(x) and math.isfinite(y):
                 ax.errorbar(x, y, xerr=xs or None, yerr=ys or None,
-                            marker=MARKERS.get(config.get("method"), "x"),
+                            marker=_marker(config.get("method")),
                             color=_color(config.get("optimizer", "")), linestyle="none",
                             markersize=6, capsize=2, alpha=0.85)
-        opts = [o for o in OPTIMIZERS if any(r.config.get("optimizer") == o for r in group)]
-        methods = [m for m in MARKERS if any(r.config.get("method") == m for r in group)]
+        opts = [o for o in order()["optimizer"]
+                if any(r.config.get("optimizer") == o for r in group)]
+        methods = [m for m in order()["method"] if any(r.config.get("method") == m for r in group)]
         handles = ([Line2D([], [], color=_color(o), marker="o", linestyle="none", label=o)
                     for o in opts]
-                   + [Line2D([], [], color="black", marker=MARKERS[m], linestyle="none",
+                   + [Line2D([], [], color="black", marker=_marker(m), linestyle="none",
                              markerfacecolor="none", label=m) for m in methods])
         ax.legend(handles=handles, fontsize=6, loc="best")
         labels = sorted({r.memory for r in group})
@@ -193,7 +173,7 @@ def accuracy_against(runs: list[Run], key: str, xlabel: str, path: Path,
         ax.set_ylabel("Avg accuracy (%)")
         ax.set_title(dataset, fontsize=9)
         ax.grid(alpha=0.3)
-    return _save(fig, path), caption
+    return plotting.save(fig, path), caption
 
 
 def old_new_losses(run: Run) -> tuple[list[int], list[float], list[float]]:
@@ -218,7 +198,7 @@ def task_losses(runs: list[Run], path: Path) -> tuple[Path, str]:
     varying = _varying(lines) | {"optimizer"}
     settings = sorted(lines, key=lambda st: (_panel_order((tuple(
         dict(st).get(k) for k in ("dataset", "method")), None)), _sort_key(st)))
-    fig, axes = _panels(len(settings), 4.2, 3.0)
+    fig, axes = plotting.panels(len(settings), 4.2, 3.0)
     for ax, setting in zip(axes, settings):
         curves = [old_new_losses(r) for r in lines[setting]]
         common = sorted(set.intersection(*[set(c[0]) for c in curves]))
@@ -236,9 +216,9 @@ def task_losses(runs: list[Run], path: Path) -> tuple[Path, str]:
         ax.set_ylabel("probe loss (cross-entropy)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    return _save(fig, path), ("Probe loss of the task being trained (new) and mean probe loss of "
-                              "the earlier tasks (old) along training, per setting (mean over "
-                              "seeds); dotted lines: task boundaries")
+    return plotting.save(fig, path), (
+        "Probe loss of the task being trained (new) and mean probe loss of the earlier tasks "
+        "(old) along training, per setting (mean over seeds); dotted lines: task boundaries")
 
 
 def make_figures(runs: list[Run], out: Path) -> list[tuple[Path, str]]:

@@ -8,7 +8,7 @@ import html
 import textwrap
 from pathlib import Path
 
-from zeroflow.report.tables import Table
+from zeroflow.report.grid import Table
 
 
 def _keys(table: Table) -> int:

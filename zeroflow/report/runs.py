@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 
 from zeroflow.errors import ReportError
-from zeroflow.tracking import TAG_MEMORY, TAG_ROLE, TAG_STOPPED, default_tracking_uri
+from zeroflow.tracking import (
+    TAG_ABANDONED,
+    TAG_MEMORY,
+    TAG_ROLE,
+    TAG_STOPPED,
+    default_tracking_uri,
+)
 
 FINISHED = "FINISHED"
 MEMORY_LABELS = {"cuda_max_allocated": "GPU", "cpu_peak_rss": "CPU-RSS"}
@@ -87,7 +93,8 @@ def parse_param(text: Any) -> Any:
 def load_runs(experiments: list[str] | None = None, tracking_uri: str | None = None,
               include_stopped: bool = False) -> RunSet:
     """The trial runs of ``experiments`` (default: every experiment holding zeroflow trials);
-    trials a scheduler stopped early (tag ``zeroflow.stopped_early``) only if asked."""
+    trials a scheduler stopped early (tag ``zeroflow.stopped_early``) only if asked; never runs a
+    resumed sweep abandoned (tag ``zeroflow.abandoned``: their work was redone by others)."""
     import logging
 
     from mlflow.tracking import MlflowClient
@@ -109,7 +116,8 @@ def load_runs(experiments: list[str] | None = None, tracking_uri: str | None = N
     else:
         chosen = known
     names = {v: k for k, v in chosen.items()}
-    found = search_trials(client, list(chosen.values()))
+    found = [r for r in search_trials(client, list(chosen.values()))
+             if TAG_ABANDONED not in r.data.tags]
     if not include_stopped:
         found = [r for r in found if TAG_STOPPED not in r.data.tags]
     if not found:

@@ -35,7 +35,7 @@ class Found:
 
 def write_marker(directory: str | os.PathLike, results: list[dict]) -> None:
     """Record ``results`` beside the ``trial.pt`` already in ``directory``."""
-    from zeroflow.trial import CHECKPOINT_FILE
+    from zeroflow.checkpoint import CHECKPOINT_FILE
 
     directory = Path(directory)
     size = (directory / CHECKPOINT_FILE).stat().st_size
@@ -48,7 +48,7 @@ def newest(fs, trial_path: str) -> Found | None:
     checkpoint cut short by a kill is skipped). None if there is none."""
     import pyarrow.fs
 
-    from zeroflow.trial import CHECKPOINT_FILE
+    from zeroflow.checkpoint import CHECKPOINT_FILE
 
     try:
         infos = fs.get_file_info(pyarrow.fs.FileSelector(trial_path, allow_not_found=True))
@@ -65,6 +65,20 @@ def newest(fs, trial_path: str) -> Found | None:
         if size is not None and size == marker.get("bytes"):
             found.append(Found(folder, list(marker["results"])))
     return max(found, key=lambda f: (f.task, f.path), default=None)
+
+
+def highest_index(fs, trial_path: str) -> int:
+    """The highest ``checkpoint_<n>`` folder number under ``trial_path`` (complete or not), -1 if
+    there is none."""
+    import pyarrow.fs
+
+    try:
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(trial_path, allow_not_found=True))
+    except OSError:
+        return -1
+    numbers = [i.base_name[len("checkpoint_"):] for i in infos
+               if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("checkpoint_")]
+    return max((int(n) for n in numbers if n.isdigit()), default=-1)
 
 
 def reported_results(checkpoint) -> list[dict] | None:

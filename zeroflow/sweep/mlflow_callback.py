@@ -40,16 +40,19 @@ class MLflowSweepCallback(_tune_callback_base()):
         self.space, self.space_text = space, space_text
         self.sweep_id = sweep_id or uuid.uuid4().hex
         self._tracker = None
+        self._known_checked = False
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_tracker"] = None
+        state["_known_checked"] = False
         return state
 
     def __setstate__(self, state):
         """Restored by ``zeroflow resume``: the environment's MLflow store, when one is set,
         wins over the launch's (the driver has said so in one line)."""
         self.__dict__.update(state)
+        self._known_checked = False  # also for a callback pickled before this attribute
         self.uri = os.environ.get("MLFLOW_TRACKING_URI") or self.uri
 
     @property
@@ -74,6 +77,23 @@ class MLflowSweepCallback(_tune_callback_base()):
 
     def setup(self, **info):
         self._guard("setup", lambda: self.tracker)
+
+    def on_step_begin(self, iteration, trials, **info):
+        if not self._known_checked:  # once: the restored trials are all in ``trials`` by now
+            self._known_checked = True
+            self._guard("check of unknown trials", self._abandon_unknown, trials)
+
+    def _abandon_unknown(self, trials) -> None:
+        """A run left RUNNING by a trial that Tune's restored state does not hold (the searcher
+        suggested it after the last save; the search goes on without it) is ended: KILLED,
+        with the reason as a tag, so that it is neither counted nor left open."""
+        ended = self.tracker.abandon_unknown(
+            {t.trial_id for t in trials},
+            "not in Tune's saved state when the sweep resumed (started just before the driver "
+            "stopped); the search went on without it")
+        if ended:
+            logger.warning("zeroflow: %d trial run(s) unknown to the resumed sweep ended as "
+                           "KILLED (tag zeroflow.abandoned): %s", len(ended), ", ".join(ended))
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._guard("trial start", self._run, trial, True)
@@ -181,7 +201,7 @@ class MLflowSweepCallback(_tune_callback_base()):
 def _checkpoint_results(trial) -> list[dict]:
     """Every task's reported metrics, from the trial's latest checkpoint: the results recorded
     beside it, else (a sweep launched before those were) its full history."""
-    from zeroflow.trial import CHECKPOINT_FILE, load_checkpoint
+    from zeroflow.checkpoint import CHECKPOINT_FILE, load_checkpoint
 
     checkpoint = getattr(trial, "checkpoint", None)
     if checkpoint is None:

@@ -27,9 +27,10 @@ def zeroflow_trainable(config: dict) -> None:
     import ray
     from ray import tune
 
+    from zeroflow.checkpoint import CHECKPOINT_FILE
     from zeroflow.errors import ZeroflowError
     from zeroflow.tracking import SERIES_KEY
-    from zeroflow.trial import CHECKPOINT_FILE, run_trial
+    from zeroflow.trial import run_trial
 
     where = {"node_id": ray.get_runtime_context().get_node_id(),
              "node_ip": ray.util.get_node_ip_address()}
@@ -80,6 +81,12 @@ def _start_point(restored):
     from ray import tune
 
     storage = tune.get_context().get_storage()
+    # Ray numbers a trial's next checkpoint folder from the ones its driver had recorded; one
+    # written but not yet recorded when a node or the driver died would be overwritten in
+    # place (and a same-sized trial.pt could pair with the older marker): write past them all
+    storage.current_checkpoint_index = max(
+        storage.current_checkpoint_index,
+        checkpoints.highest_index(storage.storage_filesystem, storage.trial_fs_path))
     found = checkpoints.newest(storage.storage_filesystem, storage.trial_fs_path)
     if found is None:
         return restored, []
@@ -88,7 +95,7 @@ def _start_point(restored):
 
 def _location(checkpoint) -> str:
     """``checkpoint``'s trial.pt as a user finds it: a local path or a storage URI."""
-    from zeroflow.trial import CHECKPOINT_FILE
+    from zeroflow.checkpoint import CHECKPOINT_FILE
 
     kind = checkpoint.filesystem.type_name
     path = f"{checkpoint.path}/{CHECKPOINT_FILE}"

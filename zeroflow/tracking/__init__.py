@@ -1,356 +1,45 @@
-"""Everything that talks to MLflow.
+"""Everything that talks to MLflow, one module per concern:
 
-One experiment per sweep, a parent run for the sweep and one child run per trial
-(``mlflow.parentRunId``), params = the flattened trial config, metrics per task with
-``step = task index``, final summary metrics, and artifacts (accuracy matrix CSV, resolved config
-YAML, accuracy-curve PNG). Only the driver writes (one writer per SQLite file); runs are found
-again by tags, so a resumed sweep continues its trials' runs instead of opening new ones.
+- ``tags``: the tags by which runs are found again, and the result key of step-level series;
+- ``store``: the tracking URI policy (SQLite in the launch directory unless
+  ``MLFLOW_TRACKING_URI`` says otherwise) and where artifacts go;
+- ``results``: what a reported result logs (its per-task metrics, named in
+  ``zeroflow.metrics``; series; flat params) and the accuracy matrix rebuilt from logged metrics;
+- ``sweep_tracker``: ``SweepTracker``, the one writer of a sweep's runs, and the accuracy-curve
+  artifact;
+- ``run_tracker``: ``RunTracker``, one ``zeroflow run`` trial as one run.
 
-Default store: ``sqlite:///<absolute path>/mlflow.db`` in the directory the user launched from;
-``MLFLOW_TRACKING_URI`` points elsewhere (e.g. a server). The sweep driver's Ray Tune callback
-is ``zeroflow.sweep.mlflow_callback.MLflowSweepCallback``.
+One experiment per sweep, a parent run for the sweep and one child run per trial, params = the
+flattened trial config, metrics per task with ``step = task index``. Only the driver writes (one
+writer per SQLite file). The sweep driver's Ray Tune callback is
+``zeroflow.sweep.mlflow_callback.MLflowSweepCallback``. The names below are the public ones;
+importing this package needs neither torch nor MLflow (MLflow is imported on use).
 """
 
-from __future__ import annotations
+from zeroflow.tracking.results import flatten, matrix_from_history, series_points, task_metrics
+from zeroflow.tracking.run_tracker import RunTracker
+from zeroflow.tracking.store import artifact_location, default_tracking_uri, make_private_store
+from zeroflow.tracking.sweep_tracker import SweepTracker, plot_accuracy_curve
+from zeroflow.tracking.tags import (
+    PARENT_TAG,
+    RUN_NAME_TAG,
+    SERIES_KEY,
+    TAG_ABANDONED,
+    TAG_ERROR,
+    TAG_MEMORY,
+    TAG_NODE_ID,
+    TAG_NODE_IP,
+    TAG_ROLE,
+    TAG_STOPPED,
+    TAG_SWEEP,
+    TAG_SWEEP_ID,
+    TAG_TRIAL,
+)
 
-import math
-import os
-import tempfile
-from pathlib import Path
-from typing import Any
-
-import yaml
-
-TAG_SWEEP = "zeroflow.sweep"
-TAG_ROLE = "zeroflow.role"
-TAG_TRIAL = "zeroflow.trial_id"
-TAG_SWEEP_ID = "zeroflow.sweep_id"
-# what ``peak_memory_mb`` measured: ``cuda_max_allocated`` (GPU) or ``cpu_peak_rss`` (CPU)
-TAG_MEMORY = "zeroflow.memory_label"
-# where a sweep trial ran (its latest task): Ray's node id and that node's IP address
-TAG_NODE_ID = "zeroflow.node_id"
-TAG_NODE_IP = "zeroflow.node_ip"
-# set on a trial a scheduler stopped early (ASHA, median stopping): why, and after which task
-TAG_STOPPED = "zeroflow.stopped_early"
-# set on a sweep trial that ended on a mistake a retry cannot mend: its one-line reason
-TAG_ERROR = "zeroflow.error"
-PARENT_TAG = "mlflow.parentRunId"
-RUN_NAME_TAG = "mlflow.runName"
-
-# Per-task metrics a trial reports (plus accuracy_task_<j> and sharpness*); nothing else is
-# logged per task. Step-level series (task_loss_<j> at global training steps) come apart.
-TASK_METRICS = ("accuracy", "avg_accuracy", "forgetting", "peak_memory_mb", "forward_passes",
-                "forward_passes_task", "steps", "time_task_s", "train_time_task_s",
-                "time_per_step_s", "probe_forward_passes", "hessian_top_eig")
-_TASK_PREFIXES = ("accuracy_task_", "sharpness")
-SERIES_KEY = "series"  # a reported result's step-level series, as JSON text
-
-
-def default_tracking_uri(launch_dir: str | os.PathLike | None = None) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else SQLite in ``launch_dir`` (default: the cwd)."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    root = Path(launch_dir or os.getcwd()).resolve()
-    return f"sqlite:///{root / 'mlflow.db'}"
-
-
-def artifact_location(uri: str) -> str | None:
-    """Artifacts of a local SQLite store go to ``mlartifacts/`` beside the database (absolute,
-    so trials and the UI find them from any directory); a server decides for itself."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
-    return None
-
-
-def make_private_store(uri: str) -> None:
-    """A local SQLite store and its ``mlartifacts/`` are created for their owner only (runs
-    hold checkpoints that later runs resume from); an existing one is left as it is."""
-    if not uri.startswith("sqlite:///"):
-        return
-    db = Path(uri[len("sqlite:///"):])
-    db.parent.mkdir(parents=True, exist_ok=True)
-    if not db.exists():
-        os.close(os.open(db, os.O_CREAT | os.O_WRONLY, 0o600))  # SQLite accepts an empty file
-    artifacts = db.parent / "mlartifacts"
-    if not artifacts.exists():
-        artifacts.mkdir(mode=0o700)
-
-
-def task_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """The per-task metrics in a reported result (drops Ray's bookkeeping: pid, time, config)."""
-    out = {}
-    for key, value in result.items():
-        if (key in TASK_METRICS or key.startswith(_TASK_PREFIXES)) and isinstance(
-                value, (int, float)) and not isinstance(value, bool):
-            out[key] = float(value)
-    return out
-
-
-def series_points(series: dict | str | None) -> list[tuple[str, int, float]]:
-    """(name, step, value) of a task's step-level series (a dict, or its JSON text)."""
-    if not series:
-        return []
-    if isinstance(series, str):
-        import json
-
-        series = json.loads(series)
-    return [(name, int(step), float(value)) for name, points in series.items()
-            for step, value in points]
-
-
-def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = "None" if value is None else str(value)
-    return out
-
-
-def matrix_from_history(history: dict[str, dict[int, float]], n_tasks: int):
-    """Rebuild the accuracy matrix from logged per-task metrics (``name → {step: value}``)."""
-    from zeroflow.metrics import AccuracyMatrix
-
-    m = AccuracyMatrix(n_tasks)
-    for t in sorted(history.get("accuracy", {})):
-        per_task = [history.get(f"accuracy_task_{j}", {}).get(t, math.nan) for j in range(t + 1)]
-        m.record(t, per_task, history["accuracy"][t])
-    return m
-
-
-def plot_accuracy_curve(matrix, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    tasks = list(range(1, matrix.done + 1))
-    ax.plot(tasks, matrix.seen[: matrix.done], marker="o", label="all seen classes")
-    for j in range(matrix.done):
-        ax.plot(range(j + 1, matrix.done + 1), matrix.a[j:matrix.done, j], alpha=0.4,
-                linewidth=1, label=f"task {j}" if matrix.done <= 5 else None)
-    ax.set_xlabel("after task")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(title, fontsize=9)
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-class SweepTracker:
-    """The driver's MLflow writer for one sweep: parent run, child runs, metrics, artifacts."""
-
-    def __init__(self, sweep: str, tracking_uri: str | None = None, sweep_id: str | None = None):
-        import logging
-
-        from mlflow.tracking import MlflowClient
-
-        for name in ("mlflow.store.db.utils", "alembic"):  # "creating tables..." chatter
-            logging.getLogger(name).setLevel(logging.WARNING)
-
-        self.sweep, self.sweep_id = sweep, sweep_id
-        self.uri = tracking_uri or default_tracking_uri()
-        make_private_store(self.uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
-        exp = self.client.get_experiment_by_name(sweep)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
-            sweep, artifact_location=artifact_location(self.uri),
-            tags={"mlflow.experimentKind": "custom_model_development"})  # the UI's runs view
-        self._parent_id: str | None = None
-        self._logged_steps: dict[str, int] = {}
-        self._runs: dict[str, str] = {}
-
-    def _search(self, filter_string: str):
-        return self.client.search_runs([self.experiment_id], filter_string=filter_string,
-                                       max_results=1000)
-
-    @property
-    def parent_id(self) -> str:
-        """The sweep's run (found again on resume, else created on first use)."""
-        if self._parent_id is None:
-            self._parent_id = self._find_or_create_parent()
-        return self._parent_id
-
-    def _parent_filter(self) -> str:
-        # a sweep is its launch (sweep_id): reusing a name must not reopen another launch's run
-        where = f"tags.`{TAG_ROLE}` = 'sweep'"
-        return where + (f" and tags.`{TAG_SWEEP_ID}` = '{self.sweep_id}'" if self.sweep_id else "")
-
-    def _find_or_create_parent(self) -> str:
-        found = self._search(self._parent_filter())
-        if found:
-            run_id = found[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
-            return run_id
-        tags = {TAG_SWEEP: self.sweep, TAG_ROLE: "sweep"}
-        if self.sweep_id:
-            tags[TAG_SWEEP_ID] = self.sweep_id
-        run = self.client.create_run(self.experiment_id, run_name=self.sweep, tags=tags)
-        return run.info.run_id
-
-    def log_sweep_params(self, params: dict[str, Any], space_text: str | None = None) -> None:
-        existing = self.client.get_run(self.parent_id).data.params
-        fresh = {k: v for k, v in flatten(params).items() if k not in existing}
-        self._log_params(self.parent_id, fresh)
-        if space_text is not None:
-            self.log_text(self.parent_id, space_text, "space.yaml")
-
-    def trial_run(self, trial_id: str, name: str, config: dict[str, Any],
-                  nested: bool = True, reopen: bool = False) -> str:
-        """The run of ``trial_id``: found again if it exists (resume; ``reopen`` marks it
-        RUNNING again), else created as a child of the sweep's run (``nested``) or on its own
-        (``zeroflow run``)."""
-        if trial_id in self._runs:
-            if reopen:
-                self.client.update_run(self._runs[trial_id], status="RUNNING")
-            return self._runs[trial_id]
-        found = self._search(f"tags.`{TAG_TRIAL}` = '{trial_id}'")
-        if found:
-            run_id = found[0].info.run_id
-            if reopen:
-                self.client.update_run(run_id, status="RUNNING")
-            history = self.client.get_metric_history(run_id, "accuracy")
-            self._logged_steps[run_id] = max((m.step for m in history), default=-1)
-        else:
-            tags = {TAG_SWEEP: self.sweep, TAG_TRIAL: trial_id, TAG_ROLE: "trial"}
-            if nested:
-                tags[PARENT_TAG] = self.parent_id
-            run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-            run_id = run.info.run_id
-            self._log_params(run_id, flatten(config))
-            self._logged_steps[run_id] = -1
-        self._runs[trial_id] = run_id
-        return run_id
-
-    def _log_params(self, run_id: str, params: dict[str, str]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, v[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[i : i + 100])
-
-    def log_task(self, run_id: str, task: int, metrics: dict[str, float],
-                 tags: dict[str, str] | None = None, series: dict | str | None = None) -> bool:
-        """Log one task's metrics at ``step = task`` with ``tags`` (what the peak memory
-        measured, where the task ran), and its step-level ``series`` (``TaskReport.series``)
-        at their global training steps; a task already logged is skipped."""
-        from mlflow.entities import Metric, RunTag
-
-        if task <= self._logged_steps.get(run_id, -1):
-            return False
-        import time
-
-        now = int(time.time() * 1000)
-        batch = [Metric(k, v, now, task) for k, v in metrics.items() if math.isfinite(v)]
-        batch += [Metric(k, v, now, step) for k, step, v in series_points(series)
-                  if math.isfinite(v)]
-        tags = [RunTag(k, str(v)) for k, v in (tags or {}).items() if v]
-        for i in range(0, max(len(batch), 1), 1000):  # MLflow takes 1000 metrics per batch
-            self.client.log_batch(run_id, metrics=batch[i : i + 1000], tags=tags if not i else [])
-        self._logged_steps[run_id] = task
-        return True
-
-    def history(self, run_id: str) -> dict[str, dict[int, float]]:
-        run = self.client.get_run(run_id)
-        out = {}
-        for key in run.data.metrics:
-            out[key] = {m.step: m.value for m in self.client.get_metric_history(run_id, key)}
-        return out
-
-    def finish_trial(self, run_id: str, config: dict[str, Any], n_tasks: int, title: str,
-                     status: str = "FINISHED") -> None:
-        """Final metrics and artifacts from what was logged, then the run's end status."""
-        from mlflow.entities import Metric
-
-        history = self.history(run_id)
-        logged = max(history.get("accuracy", {}), default=-1)  # step = task for this one
-        matrix = matrix_from_history(history, max(n_tasks, logged + 1))
-        if matrix.done:
-            import time
-
-            now = int(time.time() * 1000)
-            step = matrix.done - 1
-            finals = {"avg": matrix.avg(), "last": matrix.last(),
-                      "forgetting": matrix.forgetting()}
-            # the per-task "forgetting so far" of the last task already is the final value
-            finals = {k: v for k, v in finals.items() if history.get(k, {}).get(step) != v}
-            self.client.log_batch(run_id, metrics=[
-                Metric(k, v, now, step) for k, v in finals.items()])
-            self.log_text(run_id, matrix.to_csv(), "accuracy_matrix.csv")
-            with tempfile.TemporaryDirectory() as tmp:
-                png = Path(tmp) / "accuracy_curve.png"
-                plot_accuracy_curve(matrix, png, title)
-                self.client.log_artifact(run_id, str(png))
-        self.log_text(run_id, yaml.safe_dump(config, sort_keys=True), "config.yaml")
-        self.client.set_terminated(run_id, status=status)
-
-    def log_checkpoint(self, run_id: str, directory: str | os.PathLike) -> None:
-        """The trial's final checkpoint (its trainable tensors: adapters, heads, prototypes,
-        with the config and accuracy history) as artifact ``checkpoint/``: download the folder
-        and pass it to ``zeroflow run --resume-from``, or ``torch.load(..., weights_only=True)``
-        it in a script (key ``learner``)."""
-        from zeroflow.trial import CHECKPOINT_FILE
-
-        path = Path(directory) / CHECKPOINT_FILE
-        if path.exists():
-            self.client.log_artifact(run_id, str(path), artifact_path="checkpoint")
-
-    def stop_trial(self, run_id: str, config: dict[str, Any], reason: str) -> None:
-        """End a run a scheduler stopped early: KILLED (never FINISHED) with the reason as a
-        tag; no final avg/last/forgetting, which would describe only the tasks it reached."""
-        self.client.set_tag(run_id, TAG_STOPPED, reason)
-        self.log_text(run_id, yaml.safe_dump(config, sort_keys=True), "config.yaml")
-        self.client.set_terminated(run_id, status="KILLED")
-
-    def log_text(self, run_id: str, text: str, name: str) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / name
-            path.write_text(text)
-            self.client.log_artifact(run_id, str(path))
-
-    def run_status(self, run_id: str) -> str:
-        return self.client.get_run(run_id).info.status
-
-    def finish_sweep(self, status: str = "FINISHED") -> None:
-        if self._parent_id is not None or self._search(self._parent_filter()):
-            self.client.set_terminated(self.parent_id, status=status)
-
-
-class RunTracker:
-    """MLflow for one ``zeroflow run`` trial: a single run in experiment ``zeroflow-run``,
-    fed by ``run_trial``'s reporter; its ``checkpoint_dir`` (if any) names it for resume."""
-
-    EXPERIMENT = "zeroflow-run"
-
-    def __init__(self, config: dict[str, Any], key: str, tracking_uri: str | None = None):
-        self.tracker = SweepTracker(self.EXPERIMENT, tracking_uri)
-        self.config = config
-        self.name = f"{config['method']}/{config['optimizer']}/{config['dataset']}"
-        self.run_id = self.tracker.trial_run(key, self.name, config, nested=False, reopen=True)
-        self.n_tasks = 0
-
-    @staticmethod
-    def key_for(checkpoint_dir: str | None) -> str:
-        """A run's key: its checkpoint folder (so a resumed run continues its MLflow run)."""
-        import hashlib
-        import uuid
-
-        if checkpoint_dir is None:
-            return uuid.uuid4().hex
-        return hashlib.sha1(os.path.abspath(checkpoint_dir).encode()).hexdigest()
-
-    def report(self, report) -> None:
-        self.n_tasks = report.n_tasks
-        self.tracker.log_task(self.run_id, report.task, task_metrics(report.metrics),
-                              {TAG_MEMORY: report.memory_label}, report.series)
-
-    def finish(self, status: str) -> None:
-        self.tracker.finish_trial(self.run_id, self.config, max(self.n_tasks, 1),
-                                  f"zeroflow run: {self.name}", status)
+__all__ = ["PARENT_TAG", "RUN_NAME_TAG", "SERIES_KEY", "TAG_ABANDONED",
+           "TAG_ERROR", "TAG_MEMORY", "TAG_NODE_ID",
+           "TAG_NODE_IP", "TAG_ROLE", "TAG_STOPPED", "TAG_SWEEP", "TAG_SWEEP_ID", "TAG_TRIAL",
+           "RunTracker",
+           "SweepTracker", "artifact_location", "default_tracking_uri", "flatten",
+           "make_private_store",
+           "matrix_from_history", "plot_accuracy_curve", "series_points", "task_metrics"]

@@ -1,0 +1,61 @@
+"""A Ray trial's config as trial keys, and its name.
+
+Ray hands a trainable the point it picked: with united grids the point sits under one key
+(``GRID_POINT``), and where a searcher (not the grid) picked it the override rules travel
+along as a constant (``OVERRIDES``) to be applied here. ``trial_config`` resolves both;
+``OverrideValue`` is the ``tune.sample_from`` function that applies the rules on the grid path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+GRID_POINT = "grid_point"  # param-space key holding a point of united grids
+# param-space constant holding the override rules when a searcher (not the grid) picks points:
+# searchers cannot resolve ``tune.sample_from``, so ``trial_config`` applies the rules instead
+OVERRIDES = "zeroflow_overrides"
+
+
+def trial_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A Ray trial config as trial keys (the united grids' point merged in, and the override
+    rules applied where a searcher picked the point)."""
+    out = dict(config)
+    out.update(out.pop(GRID_POINT, None) or {})
+    rules = out.pop(OVERRIDES, None) or []
+    for when, settings in rules:
+        if matches(when, out):
+            out.update(settings)
+    return out
+
+
+def matches(when: dict[str, Any], point: dict[str, Any]) -> bool:
+    """Whether an override rule's ``when`` holds at ``point`` (every key; a list: any of)."""
+    point = trial_config(point)
+    return all(point.get(k) in (v if isinstance(v, list) else [v]) for k, v in when.items())
+
+
+class OverrideValue:
+    """``tune.sample_from`` function: a key's value for a resolved grid point (picklable)."""
+
+    def __init__(self, key: str, rules: list[tuple[dict, dict]], default: Any):
+        self.key, self.rules, self.default = key, rules, default
+
+    def __call__(self, config) -> Any:
+        # Ray's Tuner hands the spec (the config under ``.config``), ``generate_variants`` the
+        # config itself; either resolves here, never through Ray's fallback that logs a
+        # deprecation warning per trial
+        config = config.config if hasattr(config, "config") else config
+        value = self.default
+        for when, settings in self.rules:
+            if self.key in settings and matches(when, config):
+                value = settings[self.key]
+        return value
+
+
+def trial_name(config: dict[str, Any], varying: list[str]) -> str:
+    """A trial's display name: its values of the ``varying`` keys (``lr=0.01,q=4``)."""
+    config = trial_config(config)
+    varying = [k for k in varying if k in config]
+    parts = [f"{k}={config[k]:.3g}" if isinstance(config.get(k), float) else f"{k}={config.get(k)}"
+             for k in varying]
+    return ",".join(parts) or "trial"
