@@ -18,7 +18,7 @@ LAYERS = [  # bottom first
     {"trial"},
     {"tracking"},
     {"sweep", "report"},
-    {"cli", "progress"},
+    {"cli"},
 ]
 
 

@@ -105,7 +105,7 @@ MUTATIONS = [
     Mutation("space YAML read with the unsafe loader", "zeroflow/sweep/space.py",
              "raw = yaml.safe_load(text)", "raw = yaml.unsafe_load(text)",
              ["tests/test_sweep_space.py::test_no_string_or_yaml_tag_in_a_space_is_ever_evaluated"]),
-    Mutation("sweep/resume errors escape as tracebacks", "zeroflow/cli.py",
+    Mutation("sweep/resume errors escape as tracebacks", "zeroflow/cli/__init__.py",
              "    except ZeroflowError as err:", "    except KeyboardInterrupt as err:",
              ["tests/test_sweep_space.py::test_cli_sweep_and_resume_errors_are_one_line"]),
     Mutation("override rules never reach Ray trials", "zeroflow/sweep/resolve.py",

@@ -49,8 +49,12 @@ def save_checkpoint(directory: Path, payload: dict) -> None:
 def load_checkpoint(directory: str | os.PathLike) -> dict | None:
     """The task checkpoint in ``directory`` (None if there is none).
 
-    Loaded with ``weights_only=True``: a checkpoint holds tensors and plain data only, so a
-    file in shared storage that someone else could write never runs code when read."""
+    Loaded with ``weights_only=True``: a checkpoint holds tensors and plain data only, so this
+    file cannot run code when read. It is the only file covered so: a sweep's folder also holds
+    Ray Tune's pickles (``tuner.pkl``, experiment state), which run code when a resume reads
+    them, hence ``zeroflow.sweep.storage.check_trusted`` before any resume; and a checkpoint
+    someone else replaced with other tensors is loaded as it is (trust the storage, not the
+    file)."""
     path = Path(directory) / CHECKPOINT_FILE
     if not path.exists():
         return None

@@ -18,8 +18,8 @@ from zeroflow.config import make_config
 from zeroflow.errors import ConfigError
 from zeroflow.sweep import search
 from zeroflow.sweep import storage as storage_mod
-from zeroflow.sweep.results import ERROR_KEY, failure, reported_last_task
-from zeroflow.sweep.space import GRID_POINT, Space, load_space, trial_config, trial_name
+from zeroflow.sweep.plan import resolve_space
+from zeroflow.sweep.space import Space, load_space, trial_config, trial_name
 from zeroflow.sweep.trainable import zeroflow_trainable
 
 DEFAULT_STORAGE = storage_mod.DEFAULT_STORAGE
@@ -74,62 +74,6 @@ def _init_ray(address: str | None, log_to_driver: bool = True) -> bool:
         kwargs["include_dashboard"] = False
     ray.init(**kwargs)
     return bool(address)
-
-
-def shipped_spaces() -> dict[str, Path]:
-    """The space files shipped in the package (``zeroflow/spaces``), by name."""
-    from importlib import resources
-
-    folder = resources.files("zeroflow") / "spaces"
-    return {Path(f.name).stem: Path(str(f)) for f in sorted(folder.iterdir(), key=str)
-            if f.name.endswith(".yaml")}
-
-
-def space_summary(path: Path, width: int = 100) -> str:
-    """What a space file runs: the first sentence of its leading comment, cut to ``width``."""
-    words = []
-    for line in path.read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        words += line.lstrip("#").split()
-    text = " ".join(words)
-    end = text.find(". ")
-    text = text if end < 0 else text[:end + 1]
-    return text if len(text) <= width else text[:width - 1].rstrip() + "…"
-
-
-def resolve_space(space: str | os.PathLike) -> Path:
-    """A space file: ``space`` itself when that path exists, else the shipped space of that name
-    (``zeroflow sweep quickstart``)."""
-    path = Path(space).expanduser()
-    if path.exists():
-        return path
-    shipped = shipped_spaces()
-    if str(space) in shipped:
-        return shipped[str(space)]
-    raise ConfigError(f"space file {space} does not exist and no shipped space has that name; "
-                      f"shipped: {', '.join(shipped)} (zeroflow sweep --list)")
-
-
-def planned_trials(space: Space) -> list[dict[str, Any]]:
-    """The trial configs a gridded sweep runs, override rules applied and every key resolved,
-    in Ray's order (each grid point, then each seed). A key drawn by a ``sample`` section, or
-    every key when a searcher picks the trials, is shown as its distribution instead."""
-    if space.searched:
-        raise ConfigError(f"{space.name}: a searcher ({space.search['algorithm']}) picks the "
-                          f"trials while the sweep runs, so there is no list to show; "
-                          f"use search: {{algorithm: grid}} to fix them in advance")
-    seeds = ([int(space.base.get("seed", 0)) + i for i in range(space.run["num_samples"])]
-             if space.seeds_from_samples else [None])
-    out = []
-    for point in space.points():
-        for seed in seeds:
-            config = {**space.base, **point, **({} if seed is None else {"seed": seed})}
-            trial = make_config(space.apply_overrides(config)).to_dict()
-            for key, spec in space.sample.items():
-                trial[key] = spec  # e.g. {"loguniform": [0.0001, 0.1]}: drawn per trial
-            out.append(trial)
-    return out * (1 if space.seeds_from_samples else space.num_samples)
 
 
 def _say(message: str) -> None:
@@ -230,18 +174,6 @@ def _progress(space: Space, on: bool) -> list:
     return [ProgressLine(space.n_trials, space.varying, metric, mode)]
 
 
-def best_trial(results, space: Space):
-    """The best trial that ran every task (by the space's metric, default avg accuracy): a
-    trial stopped early has an average over fewer tasks, which is not comparable."""
-    metric, mode = search.objective(space.search, space.scheduler) or ("avg_accuracy", "max")
-    complete = [r for r in results
-                if r.metrics and metric in r.metrics and reported_last_task(r.metrics)]
-    if not complete:
-        return None, metric
-    pick = max if mode == "max" else min
-    return pick(complete, key=lambda r: r.metrics[metric]), metric
-
-
 def sweep_path(name_or_path: str, storage: str | os.PathLike | None = None) -> str:
     """A sweep's folder: ``name_or_path`` itself when it is a folder or URI, else the sweep of
     that name in ``storage``."""
@@ -330,45 +262,3 @@ def saved_space(path: str | os.PathLike) -> Space:
         local = Path(tmp) / SPACE_COPY
         local.write_text(text)
         return load_space(local, name=name)
-
-
-def failed_trials(results, varying: list[str]) -> list[tuple[str, str]]:
-    """(trial name, one-line reason) of every trial that failed: on a mistake it reported
-    (``results.ERROR_KEY``) or on an error Ray recorded after its retries."""
-    out = []
-    for result in results:
-        reason = failure(result.metrics)
-        if reason is None and result.error is not None:
-            lines = [ln for ln in str(result.error).strip().splitlines() if ln.strip()]
-            reason = lines[-1].strip() if lines else type(result.error).__name__
-        if reason is not None:
-            out.append((trial_name(result.config or {}, varying), reason))
-    return out
-
-
-def summary_table(results, varying: list[str] | None = None):
-    """The sweep's final table: the varying keys, then avg / last / forgetting per trial
-    (failed trials are listed apart, ``failed_trials``)."""
-    df = results.get_dataframe()
-    if ERROR_KEY in df:
-        df = df[df[ERROR_KEY].isna()]
-    cols = {}
-    for key in varying or []:
-        for column in (f"config/{key}", f"config/{GRID_POINT}/{key}"):
-            if column in df:
-                cols[key] = df[column]
-    for src, dst in (("avg_accuracy", "avg"), ("accuracy", "last"), ("forgetting", "forgetting"),
-                     ("forward_passes", "forward_passes"), ("peak_memory_mb", "peak_mb")):
-        if src in df:
-            cols[dst] = df[src]
-    if {"task", "n_tasks"} <= set(df) and (df["task"] < df["n_tasks"] - 1).any():
-        # some trials stopped early: their avg covers fewer tasks
-        cols["tasks"] = [f"{int(t) + 1}/{int(n)}" for t, n in zip(df["task"], df["n_tasks"])]
-    import pandas as pd
-
-    table = pd.DataFrame(cols)
-    if "avg" in table:  # complete trials first: a stopped trial's avg covers fewer tasks
-        done = (df["task"] == df["n_tasks"] - 1) if {"task", "n_tasks"} <= set(df) else True
-        table = table.assign(_done=done).sort_values(["_done", "avg"], ascending=False).drop(
-            columns="_done")
-    return table.reset_index(drop=True)

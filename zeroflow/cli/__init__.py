@@ -1,0 +1,130 @@
+"""``zeroflow run | sweep | resume | report | ui | trajectories``: thin parsing over modules.
+
+Every project error is printed as one line (``error: ...``) with exit status 2, no traceback.
+The commands live beside this file: ``run``, ``sweep`` (sweep and resume), ``analysis`` (report
+and trajectories), ``ui``; ``output`` holds what they print.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from zeroflow.cli.output import format_result
+from zeroflow.errors import ZeroflowError
+
+DESCRIPTION = ("Forward-pass (zeroth-order) optimizers against forgetting in class-incremental "
+               "learning: one trial, a Ray Tune sweep and its resume, the paper's tables from "
+               "MLflow runs, the MLflow UI. `zeroflow COMMAND --help` for each command.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="zeroflow", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one trial (no Ray): zeroflow run [CONFIG.yaml] [k=v ...]")
+    run.add_argument("items", nargs="*", metavar="CONFIG.yaml | key=value",
+                     help="an optional YAML config file, then key=value overrides")
+    run.add_argument("--checkpoint-dir", default=None,
+                     help="write a checkpoint after every task here, and resume from it")
+    run.add_argument("--resume-from", default=None, metavar="DIR",
+                     help="start from the checkpoint in DIR (e.g. a run's downloaded "
+                          "'checkpoint' artifact)")
+    run.add_argument("--no-track", dest="track", action="store_false",
+                     help="do not record the run in MLflow")
+    run.set_defaults(func=_command("run", "cmd_run"))
+
+    _add_sweep_commands(sub)
+    _add_trajectories_command(sub)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ZeroflowError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `zeroflow ... | head`: the reader left; nothing more to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _add_sweep_commands(sub) -> None:
+    """``sweep``, ``resume`` and ``ui`` (Ray Tune and MLflow are imported only when used)."""
+    sweep = sub.add_parser("sweep", help="run a Ray Tune sweep: zeroflow sweep SPACE",
+                           description="Run every trial of a space file as a Ray Tune sweep, "
+                           "tracked in MLflow. SPACE is a YAML file or the name of a shipped "
+                           "space (zeroflow sweep --list).")
+    sweep.add_argument("space", nargs="?", metavar="SPACE",
+                       help="a space YAML file, or a shipped space's name (e.g. quickstart)")
+    sweep.add_argument("--list", action="store_true", help="list the shipped spaces and exit")
+    sweep.add_argument("--dry-run", action="store_true",
+                       help="print the trials the sweep would run (override rules applied) "
+                            "and exit without starting Ray")
+    sweep.add_argument("--format", choices=["text", "json"], default="text",
+                       help="--dry-run's output: a table (default) or JSON, a list of configs")
+    sweep.add_argument("--name", help="sweep name (default: the space's name)")
+    sweep.add_argument("--storage", help="where Ray keeps the sweep (default ./zeroflow_runs)")
+    sweep.add_argument("--address", help="Ray cluster: auto or HOST:PORT (default: local)")
+    sweep.add_argument("--verbose", action="store_true",
+                       help="Ray Tune's own result boxes and trial logs instead of status lines")
+    sweep.set_defaults(func=_command("sweep", "cmd_sweep"))
+
+    resume = sub.add_parser("resume", help="finish an interrupted sweep: zeroflow resume NAME")
+    resume.add_argument("sweep", metavar="NAME|PATH")
+    resume.add_argument("--storage", help="where the sweep lives (default ./zeroflow_runs)")
+    resume.add_argument("--address", help="Ray cluster: auto or HOST:PORT (default: local)")
+    resume.set_defaults(func=_command("sweep", "cmd_resume"))
+
+    report = sub.add_parser("report", help="the paper's tables and figures from MLflow runs")
+    report.add_argument("--experiment", dest="experiments", action="extend", nargs="+",
+                        metavar="NAME", help="experiment(s) to merge (default: every one)")
+    report.add_argument("--format", dest="formats", action="extend", nargs="+",
+                        choices=["md", "csv", "latex", "html"],
+                        help="what to write besides the PNGs (default: md html)")
+    report.add_argument("--out", default="report", help="output folder (default: report/)")
+    report.add_argument("--rows", help="pivot: comma-separated config keys for the rows")
+    report.add_argument("--cols", help="pivot: comma-separated config keys for the columns")
+    report.add_argument("--include-stopped", action="store_true",
+                        help="also trials a scheduler stopped early (left out by default)")
+    report.set_defaults(func=_command("analysis", "cmd_report"))
+
+    ui = sub.add_parser("ui", help="the MLflow UI over this project's runs",
+                        description="Serve the MLflow UI over the MLflow store of this folder "
+                        "($MLFLOW_TRACKING_URI, else ./mlflow.db) on 127.0.0.1 until Ctrl-C.")
+    ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default: 5000)")
+    ui.set_defaults(func=_command("ui", "cmd_ui"))
+
+
+def _add_trajectories_command(sub) -> None:
+    from zeroflow.analysis.trajectories import DEFAULT_Q, DEFAULT_STEPS
+
+    traj = sub.add_parser("trajectories", help="the two-task 2-D toy with every optimizer: "
+                          "CSV and contour plots")
+    traj.add_argument("--optimizers", nargs="+", metavar="NAME",
+                      help="optimizers to run (default: every registered one)")
+    traj.add_argument("--q", nargs="+", type=int, default=list(DEFAULT_Q),
+                      help=f"query budgets of the ZO runs (default: {DEFAULT_Q})")
+    traj.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                      help=f"steps per task (default: {DEFAULT_STEPS})")
+    traj.add_argument("--out", default="trajectories", help="output folder")
+    traj.set_defaults(func=_command("analysis", "cmd_trajectories"))
+
+
+
+
+def _command(module: str, name: str):
+    """The command ``name`` of ``zeroflow.cli.<module>``, imported when it runs."""
+
+    def run(args) -> int:
+        from importlib import import_module
+
+        return getattr(import_module(f"zeroflow.cli.{module}"), name)(args)
+
+    return run
+
+__all__ = ["format_result", "main"]

@@ -1,0 +1,62 @@
+"""A finished sweep in a few lines: its table, its failed trials with their reasons, and its
+best complete trial."""
+
+from __future__ import annotations
+
+from zeroflow.sweep import search
+from zeroflow.sweep.results import ERROR_KEY, failure, reported_last_task
+from zeroflow.sweep.space import GRID_POINT, Space, trial_name
+
+
+def best_trial(results, space: Space):
+    """The best trial that ran every task (by the space's metric, default avg accuracy): a
+    trial stopped early has an average over fewer tasks, which is not comparable."""
+    metric, mode = search.objective(space.search, space.scheduler) or ("avg_accuracy", "max")
+    complete = [r for r in results
+                if r.metrics and metric in r.metrics and reported_last_task(r.metrics)]
+    if not complete:
+        return None, metric
+    pick = max if mode == "max" else min
+    return pick(complete, key=lambda r: r.metrics[metric]), metric
+
+
+def failed_trials(results, varying: list[str]) -> list[tuple[str, str]]:
+    """(trial name, one-line reason) of every trial that failed: on a mistake it reported
+    (``results.ERROR_KEY``) or on an error Ray recorded after its retries."""
+    out = []
+    for result in results:
+        reason = failure(result.metrics)
+        if reason is None and result.error is not None:
+            lines = [ln for ln in str(result.error).strip().splitlines() if ln.strip()]
+            reason = lines[-1].strip() if lines else type(result.error).__name__
+        if reason is not None:
+            out.append((trial_name(result.config or {}, varying), reason))
+    return out
+
+
+def summary_table(results, varying: list[str] | None = None):
+    """The sweep's final table: the varying keys, then avg / last / forgetting per trial
+    (failed trials are listed apart, ``failed_trials``)."""
+    df = results.get_dataframe()
+    if ERROR_KEY in df:
+        df = df[df[ERROR_KEY].isna()]
+    cols = {}
+    for key in varying or []:
+        for column in (f"config/{key}", f"config/{GRID_POINT}/{key}"):
+            if column in df:
+                cols[key] = df[column]
+    for src, dst in (("avg_accuracy", "avg"), ("accuracy", "last"), ("forgetting", "forgetting"),
+                     ("forward_passes", "forward_passes"), ("peak_memory_mb", "peak_mb")):
+        if src in df:
+            cols[dst] = df[src]
+    if {"task", "n_tasks"} <= set(df) and (df["task"] < df["n_tasks"] - 1).any():
+        # some trials stopped early: their avg covers fewer tasks
+        cols["tasks"] = [f"{int(t) + 1}/{int(n)}" for t, n in zip(df["task"], df["n_tasks"])]
+    import pandas as pd
+
+    table = pd.DataFrame(cols)
+    if "avg" in table:  # complete trials first: a stopped trial's avg covers fewer tasks
+        done = (df["task"] == df["n_tasks"] - 1) if {"task", "n_tasks"} <= set(df) else True
+        table = table.assign(_done=done).sort_values(["_done", "avg"], ascending=False).drop(
+            columns="_done")
+    return table.reset_index(drop=True)
