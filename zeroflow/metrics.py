@@ -27,7 +27,8 @@ import torch
 # here: the loop's own, then the analyses' (observers), plus two families by prefix,
 # ``accuracy_task_<j>`` (a[t, j]) and ``sharpness*`` (each radius). Tracking logs exactly these
 # of a reported result (Ray adds its own bookkeeping); the loop refuses a metric not named here.
-TASK_METRICS = ("accuracy", "avg_accuracy", "forgetting", "peak_memory_mb", "forward_passes",
+TASK_METRICS = ("accuracy", "avg_accuracy", "forgetting", "peak_memory_mb", "train_memory_mb",
+                "forward_passes",
                 "forward_passes_task", "steps", "time_task_s", "train_time_task_s",
                 "time_per_step_s", "probe_forward_passes", "hessian_top_eig")
 TASK_METRIC_PREFIXES = ("accuracy_task_", "sharpness")
@@ -112,33 +113,53 @@ def accuracy_by_task(
 
 
 class PeakMemory:
-    """Peak memory in MB: CUDA ``max_memory_allocated`` on GPU; process peak RSS on CPU.
+    """Peak memory in MB, absolute (``peak_mb``) and the training's own (``train_mb``).
 
-    The label says which one it is, since they are different quantities. Peak RSS is the whole
-    process's high-water mark (Python and libraries included). On Linux it is reset to the current
-    RSS when this object is made (``/proc/self/clear_refs``), so a process that runs several
-    trials (a reused Ray actor) reports the peak during this trial, from a base that may still
-    hold what earlier trials' allocations kept resident; elsewhere, or where the reset is
-    refused, it is the process lifetime's.
+    On GPU both are CUDA ``max_memory_allocated`` (the paper's Table 2 figure: weights, states
+    and activations). On CPU the absolute figure is the process's peak RSS, which the torch
+    runtime dominates (about 1 GB whatever the optimizer); the training's own figure is the
+    rise of that peak over the RSS when this object is made, right after the learner and its
+    data are built: gradients, optimizer states, activations kept for backward, perturbation
+    buffers. Labels say which quantity each is. On Linux the peak is reset to the current RSS
+    at creation (``/proc/self/clear_refs``), so a process that runs several trials (a reused
+    Ray actor) reports this trial's; elsewhere, or where the reset is refused, the absolute
+    peak is the process lifetime's and the rise is measured from the RSS at creation.
     """
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
         self.label = "cuda_max_allocated" if self.cuda else "cpu_peak_rss"
+        self.train_label = "cuda_max_allocated" if self.cuda else "cpu_rss_rise"
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(device)
         else:
             _reset_peak_rss()
         self.device = device
+        self.base_mb = 0.0 if self.cuda else _rss_mb()
 
     def peak_mb(self) -> float:
         if self.cuda:
             return torch.cuda.max_memory_allocated(self.device) / 2**20
-        hwm = _linux_peak_rss_kb()
+        hwm = _linux_status_kb("VmHWM:")
         if hwm is not None:
             return hwm / 2**10
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+    def train_mb(self) -> float:
+        """The training's own peak: on CPU the peak RSS above the RSS at creation."""
+        if self.cuda:
+            return self.peak_mb()
+        return max(0.0, self.peak_mb() - self.base_mb)
+
+
+def _rss_mb() -> float:
+    """This process's resident set now, in MB (Linux; elsewhere the peak so far)."""
+    rss = _linux_status_kb("VmRSS:")
+    if rss is not None:
+        return rss / 2**10
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def _reset_peak_rss() -> None:
@@ -158,11 +179,12 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def _linux_peak_rss_kb() -> int | None:
+def _linux_status_kb(field: str) -> int | None:
+    """A ``/proc/self/status`` figure in kB (``VmHWM:``, ``VmRSS:``); None off Linux."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field):
                     return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         return None

@@ -243,7 +243,7 @@ def _task_metrics(state: TrialState, memory: PeakMemory, passes: int, steps: int
         "accuracy": float(matrix.seen[t]), "avg_accuracy": matrix.avg(),
         "forgetting": matrix.forgetting(),
         **{f"accuracy_task_{j}": a for j, a in enumerate(per_task)},
-        "peak_memory_mb": memory.peak_mb(),
+        "peak_memory_mb": memory.peak_mb(), "train_memory_mb": memory.train_mb(),
         "forward_passes": float(state.counters["forward_passes"]),
         "forward_passes_task": float(passes),
         "steps": float(state.counters["steps"]),
@@ -255,6 +255,7 @@ def _task_metrics(state: TrialState, memory: PeakMemory, passes: int, steps: int
 def summarize(matrix: AccuracyMatrix, counters: dict, memory: PeakMemory) -> dict[str, float]:
     return {
         "avg": matrix.avg(), "last": matrix.last(), "forgetting": matrix.forgetting(),
-        "peak_memory_mb": memory.peak_mb(), "forward_passes": float(counters["forward_passes"]),
+        "peak_memory_mb": memory.peak_mb(), "train_memory_mb": memory.train_mb(),
+        "forward_passes": float(counters["forward_passes"]),
         "steps": float(counters["steps"]), "train_seconds": counters["train_seconds"],
     }

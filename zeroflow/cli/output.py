@@ -25,6 +25,8 @@ def format_result(result) -> str:
     c = result.config
     mem_label = {"cuda_max_allocated": "CUDA max allocated"}.get(result.memory_label,
                                                                  "process peak RSS")
+    train_label = ("CUDA max allocated" if result.memory_label == "cuda_max_allocated" else
+                   "peak RSS rise over the built learner")
     lines = [
         table(rows, header),
         "",
@@ -32,6 +34,7 @@ def format_result(result) -> str:
         f"avg accuracy   {s['avg']:.2f} %",
         f"last accuracy  {s['last']:.2f} %",
         f"forgetting     {s['forgetting']:.2f} %",
+        f"train memory   {s['train_memory_mb']:.1f} MB ({train_label})",
         f"peak memory    {s['peak_memory_mb']:.0f} MB ({mem_label})",
         f"forward passes {int(s['forward_passes'])} in {int(s['steps'])} steps",
         f"train time     {s['train_seconds']:.1f} s",

@@ -231,9 +231,11 @@ def make_figures(runs: list[Run], out: Path) -> list[tuple[Path, str]]:
     return [
         accuracy_vs_q(finished, out / "fig5_accuracy_vs_q.png"),
         accuracy_per_task(finished, out / "accuracy_per_task.png"),
-        accuracy_against(finished, "peak_memory_mb", "peak memory (MB, {memory})",
+        accuracy_against(finished, "memory_mb", "training memory (MB, {memory})",
                          out / "accuracy_vs_memory.png",
-                         "Avg accuracy against peak memory (colour: optimizer, marker: method)"),
+                         "Avg accuracy against the training's own peak memory (GPU: CUDA max "
+                         "allocated; CPU: peak RSS rise over the built learner) (colour: "
+                         "optimizer, marker: method)"),
         accuracy_against(finished, "train_seconds", "training time, all tasks (s)",
                          out / "accuracy_vs_time.png",
                          "Avg accuracy against training time (colour: optimizer, marker: "

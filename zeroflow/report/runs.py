@@ -29,7 +29,8 @@ from zeroflow.tracking import (
 )
 
 FINISHED = "FINISHED"
-MEMORY_LABELS = {"cuda_max_allocated": "GPU", "cpu_peak_rss": "CPU-RSS"}
+MEMORY_LABELS = {"cuda_max_allocated": "GPU", "cpu_peak_rss": "CPU-RSS",
+                 "cpu_rss_rise": "CPU-RSS rise"}
 _HISTORIES = ("accuracy", "train_time_task_s", "steps")
 
 
@@ -177,7 +178,9 @@ def _add_history(client, run: Run) -> None:
 
     train_seconds: the sum of ``train_time_task_s`` over the tasks that trained (steps > 0);
     time_per_epoch_s: that sum / (epochs × tasks that trained); time_per_step_s: that sum / steps;
-    forward_passes_per_step: forward passes / steps; memory_gb: peak_memory_mb / 1024;
+    forward_passes_per_step: forward passes / steps; memory_mb: the training's own peak
+    (``train_memory_mb``: on CPU the RSS rise over the built learner, labelled so; a run logged
+    before it existed falls back to ``peak_memory_mb``); memory_gb: memory_mb / 1024;
     sharpness_mean: the mean over tasks of ``sharpness`` (where logged).
     """
     probed = [k for k in run.metrics if k.startswith("task_loss_") and k[10:].isdigit()]
@@ -210,5 +213,11 @@ def _add_history(client, run: Run) -> None:
             m["time_per_step_s"] = sum(seconds) / total_steps
     if total_steps > 0 and "forward_passes" in m:
         m["forward_passes_per_step"] = m["forward_passes"] / total_steps
-    if "peak_memory_mb" in m:
-        m["memory_gb"] = m["peak_memory_mb"] / 1024
+    if "train_memory_mb" in m:
+        m["memory_mb"] = m["train_memory_mb"]
+        if run.memory_label == "cpu_peak_rss":
+            run.memory_label = "cpu_rss_rise"
+    elif "peak_memory_mb" in m:
+        m["memory_mb"] = m["peak_memory_mb"]
+    if "memory_mb" in m:
+        m["memory_gb"] = m["memory_mb"] / 1024

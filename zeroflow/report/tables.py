@@ -15,7 +15,7 @@ from zeroflow.report.runs import RunSet
 
 ACCURACY = (Metric("avg", "Avg"), Metric("last", "Last"), Metric("forgetting", "Fgt"))
 EFFICIENCY = (Metric("memory", "memory", label_only=True, paper=False),
-              Metric("memory_gb", "peak GB"), Metric("time_per_epoch_s", "s/epoch"),
+              Metric("memory_gb", "memory GB"), Metric("time_per_epoch_s", "s/epoch"),
               Metric("time_per_step_s", "s/step", 3, paper=False),
               Metric("forward_passes_per_step", "passes/step", 1, paper=False))
 
@@ -49,9 +49,12 @@ def table1(runset: RunSet) -> Table:
 
 
 def table2(runset: RunSet) -> Table:
-    caption = ("Peak memory in GB (= MB / 1024) as logged: GPU = CUDA max allocated, CPU-RSS = "
-               "the process's peak resident set (Python and libraries included); the paper's is "
-               "GPU memory. s/epoch = the training time of the tasks that trained (steps > 0) / "
+    caption = ("Memory in GB (= MB / 1024), the training's own peak: GPU = CUDA max allocated "
+               "(as the paper's), CPU-RSS rise = the process's peak resident set above the one "
+               "after the learner and data were built (gradients, states, activations, "
+               "perturbations; the torch runtime's ~1 GB left out), CPU-RSS = the absolute peak "
+               "(runs logged before the rise was). s/epoch = the training time of the tasks that "
+               "trained (steps > 0) / "
                "(epochs × those tasks), from the per-task train_time_task_s; s/step = the same "
                "time / all steps; passes/step = forward passes / steps. Means ± sample std over "
                "seeds; paper and Δ as in Table 1 (the paper's runtime is seconds per epoch on "

@@ -46,9 +46,9 @@ def summary_table(results, varying: list[str] | None = None):
             if column in df:
                 cols[key] = df[column]
     for src, dst in (("avg_accuracy", "avg"), ("accuracy", "last"), ("forgetting", "forgetting"),
-                     ("forward_passes", "forward_passes"), ("peak_memory_mb", "peak_mb")):
+                     ("forward_passes", "forward_passes"), ("train_memory_mb", "train_mb")):
         if src in df:
-            cols[dst] = df[src]
+            cols[dst] = df[src].round().astype("Int64") if dst == "forward_passes" else df[src]
     if {"task", "n_tasks"} <= set(df) and (df["task"] < df["n_tasks"] - 1).any():
         # some trials stopped early: their avg covers fewer tasks
         cols["tasks"] = [f"{int(t) + 1}/{int(n)}" for t, n in zip(df["task"], df["n_tasks"])]
