@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import mlflow
+import pytest
 import torch
 from conftest import as_args, tiny_trial
 
@@ -66,3 +67,22 @@ def test_run_keeps_its_final_checkpoint_as_an_artifact_that_resumes(capsys, tmp_
     for line in out.splitlines():
         if line.startswith(("avg accuracy", "last accuracy", "forgetting")):
             assert line in again
+
+
+def test_run_help_lists_every_config_key_with_its_default_and_a_line_of_help(capsys):
+    from zeroflow.config import KEY_HELP, TrialConfig
+
+    assert set(KEY_HELP) == set(TrialConfig.keys()), "every key needs one line of help"
+    with pytest.raises(SystemExit) as done:
+        main(["run", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    listed = text.split("config keys")[1].splitlines()[1:]
+    for key in TrialConfig.keys():
+        rows = [i for i, line in enumerate(listed) if line.startswith(f"  {key} ")]
+        assert len(rows) == 1, key
+        default = TrialConfig.__dataclass_fields__[key].default
+        assert f"default {'none' if default is None else default}" in listed[rows[0]], key
+        assert listed[rows[0] + 1].strip() == KEY_HELP[key]
+    assert "default 1; >= 1" in text  # q's range, from the field's metadata
+    assert "momentum            float, default 0.9; [0.0, 1.0)" in text

@@ -249,3 +249,68 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
         mapping.update(loaded or {})
     mapping.update(parse_overrides(list(overrides)))
     return make_config(mapping)
+
+
+# One line per key for ``zeroflow run --help`` (with its type, default and range, read from the
+# fields above); tests/test_trial.py checks that every key has one.
+KEY_HELP = {
+    "dataset": "the task sequence's dataset (digits is embedded; the others read data_root)",
+    "method": "the continual-learning method",
+    "optimizer": "the optimizer of the method's trainable tensors (zeroflow/optim)",
+    "lr": "learning rate; unset: 0.01 for the SGD rules, 0.001 for the Adam rules",
+    "q": "query budget: random directions per ZO step",
+    "mu": "perturbation scale of the ZO difference quotients",
+    "epochs": "epochs per task; 0 trains nothing (the untrained baseline)",
+    "batch_size": "training batch size",
+    "seed": "seed of the trial's streams (initialisation, batches, directions)",
+    "order_seed": "seed of the class order (PILOT's 1993)",
+    "init_cls": "classes in the first task; unset: the dataset's usual split",
+    "increment": "classes in each later task; unset: the dataset's usual split",
+    "history": "historical smoothing α: g <- (1 - α) g + α g_prev (Enhancement 2)",
+    "sparsity": "fraction of each direction's coordinates zeroed (Enhancement 3)",
+    "hybrid_epochs": "first-order epochs at the start of each task, then ZO (Enhancement 1)",
+    "momentum": "momentum of the SGD rules",
+    "weight_decay": "weight decay",
+    "perturbation": "direction distribution of the ZO estimate",
+    "difference": "central: f(x+μu) - f(x-μu); forward: f(x+μu) - f(x)",
+    "min_lr": "floor of the cosine learning-rate schedule over each task",
+    "fc_lr": "ZO-FC: the first-order head's learning rate; unset: lr",
+    "ease_alpha": "EASE: weight α/t of the other subspaces at inference",
+    "ease_variant": "EASE: standard, or omni (its official OmniBenchmark variant)",
+    "finetune_scope": "finetune: adapter (one adapter set) or full (every backbone weight)",
+    "adapter_bottleneck": "adapter width (bottleneck dimension)",
+    "backbone": "the pre-trained backbone (tiny is embedded; vit-b16-in21k as in the paper)",
+    "weights": "a local weights file for the backbone instead of the embedded or cached ones",
+    "data_root": "folder of the real datasets",
+    "download": "download a dataset that is not under data_root (needs internet)",
+    "device": f"where the trial runs: {DEVICES_HELP}",
+    "eval_batch_size": "evaluation batch size",
+    "num_workers": "data-loader worker processes",
+    "limit_batches": "at most this many batches per epoch (smoke tests)",
+    "samples_per_class": "at most this many training images per class (smoke tests)",
+    "query_workers": "processes that evaluate ZO directions in parallel (Ray; 0: in-process)",
+    "worker_cpus": "CPUs of each query worker",
+    "worker_gpus": "GPUs (fraction allowed) of each query worker",
+    "track_task_losses": "log every task's training loss every N steps (0: off)",
+    "sharpness": "perturbation sharpness of the loss after each task",
+    "sharpness_hessian": "also the Hessian's top eigenvalue (needs sharpness)",
+}
+
+
+def describe_keys() -> list[tuple[str, str, str, str]]:
+    """(key, type, default, allowed values) of every ``TrialConfig`` key, in field order."""
+    out = []
+    for f in fields(TrialConfig):
+        meta = f.metadata
+        allowed = ""
+        if "registry" in meta:
+            allowed = ", ".join(_registry(meta["registry"]).names())
+        elif "choices" in meta:
+            allowed = ", ".join(meta["choices"])
+        elif "range" in meta:
+            lo, hi, lo_open, hi_open = meta["range"]
+            allowed = (f"> {lo}" if lo_open else f">= {lo}") if hi is None else (
+                f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}")
+        typ = _base_type(f).__name__ + (" or none" if _optional(f) else "")
+        out.append((f.name, typ, "none" if f.default is None else str(f.default), allowed))
+    return out

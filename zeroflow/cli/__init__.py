@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-track", dest="track", action="store_false",
                      help="do not record the run in MLflow")
     run.set_defaults(func=_command("run", "cmd_run"))
+    plain_help = run.format_help
+    run.format_help = lambda: plain_help() + "\n" + _keys_help()  # torch only for --help
 
     _add_sweep_commands(sub)
     _add_trajectories_command(sub)
@@ -74,8 +76,12 @@ def _add_sweep_commands(sub) -> None:
                        help="Ray Tune's own result boxes and trial logs instead of status lines")
     sweep.set_defaults(func=_command("sweep", "cmd_sweep"))
 
-    resume = sub.add_parser("resume", help="finish an interrupted sweep: zeroflow resume NAME")
-    resume.add_argument("sweep", metavar="NAME|PATH")
+    resume = sub.add_parser("resume", help="finish an interrupted sweep: zeroflow resume NAME",
+                            description="Finish a sweep whose driver stopped (Ctrl-C, a killed "
+                            "job, a lost head node): trials that finished are kept, the others "
+                            "continue from their newest checkpoint, in the same MLflow runs.")
+    resume.add_argument("sweep", metavar="NAME|PATH",
+                        help="the sweep's name (in --storage) or its folder or URI")
     resume.add_argument("--storage", help="where the sweep lives (default ./zeroflow_runs)")
     resume.add_argument("--address", help="Ray cluster: auto or HOST:PORT (default: local)")
     resume.set_defaults(func=_command("sweep", "cmd_resume"))
@@ -115,6 +121,18 @@ def _add_trajectories_command(sub) -> None:
     traj.set_defaults(func=_command("analysis", "cmd_trajectories"))
 
 
+
+
+def _keys_help() -> str:
+    """Every config key of ``zeroflow run``: type, default, allowed values and one line."""
+    from zeroflow.config import KEY_HELP, describe_keys
+
+    lines = ["config keys (key=value; in a CONFIG.yaml, key: value):"]
+    for key, typ, default, allowed in describe_keys():
+        lines.append(f"  {key:<19} {typ}, default {default}" + (
+            f"; {allowed}" if allowed else ""))
+        lines.append(f"  {'':<19} {KEY_HELP[key]}")
+    return "\n".join(lines) + "\n"
 
 
 def _command(module: str, name: str):
