@@ -215,7 +215,7 @@ def test_every_cell_of_table1_and_table2(store):
                    for t in tasks]
         seconds = [sum(t[k]["train_time_task_s"] for k in ks) for t, ks in zip(tasks, trained)]
         assert cols["memory"] == runs[0][2]
-        assert cols["peak GB"] == mean_pm([t[-1]["peak_memory_mb"] / 1024 for t in tasks])
+        assert cols["memory GB"] == mean_pm([t[-1]["peak_memory_mb"] / 1024 for t in tasks])
         assert cols["s/epoch"] == mean_pm([s / (2 * len(ks)) for s, ks in zip(seconds, trained)])
         assert cols["s/step"] == mean_pm([s / t[-1]["steps"] for s, t in zip(seconds, tasks)], 3)
         assert cols["passes/step"] == mean_pm(
@@ -276,10 +276,10 @@ def test_table2_memory_label_time_per_epoch_and_step_from_the_logged_metrics(sto
     tasks = truth["ease zo-sgd tasks"]
     assert cell(t2, keys, "memory") == "GPU"
     gb = tasks[-1]["peak_memory_mb"] / 1024
-    assert cell(t2, keys, "peak GB") == f2(gb)
+    assert cell(t2, keys, "memory GB") == f2(gb)
     ref = paper(2, "EASE", "zo-sgd", "", "memory_gb", "q=1")
     row = [r for r in t2.rows if r[:4] == keys][0]
-    i = t2.columns.index("peak GB")
+    i = t2.columns.index("memory GB")
     assert row[i + 1:i + 3] == [f2(ref), f"{gb - ref:+.2f}"]
     epoch = sum(t["train_time_task_s"] for t in tasks) / (2 * N_TASKS)
     assert cell(t2, keys, "s/epoch") == f2(epoch)
@@ -297,7 +297,7 @@ def test_table2_memory_label_time_per_epoch_and_step_from_the_logged_metrics(sto
     fkeys = ["cifar100", "ease", "fo-sgd", "1"]
     assert cell(t2, fkeys, "memory") == "CPU-RSS"
     row = [r for r in t2.rows if r[:4] == fkeys][0]
-    i = t2.columns.index("peak GB")
+    i = t2.columns.index("memory GB")
     assert row[i + 1] == f2(paper(2, "EASE", "fo-sgd", "", "memory_gb", "q=1"))
     assert row[i + 2].startswith("n/a[") and "CPU-RSS" in note(t2, row[i + 2])
 
@@ -336,8 +336,8 @@ def test_every_format_is_written_and_csv_holds_the_numbers(store, tmp_path):
     written = write_report(report, tmp_path, ["md", "csv", "latex", "html"])
     names = {p.name for p in written}
     assert {"table1.md", "table1.csv", "table1.tex", "table2.md", "report.html",
-            "fig5_accuracy_vs_q.png", "accuracy_per_task.png", "accuracy_vs_memory.png",
-            "accuracy_vs_time.png"} <= names
+            "accuracy_per_task.png", "accuracy_vs_memory.png", "accuracy_vs_time.png"} <= names
+    assert "fig5_accuracy_vs_q.png" not in names  # every run has q = 1: nothing to draw
     data = pd.read_csv(tmp_path / "table1.csv")
     row = data[(data.method == "aper") & (data.optimizer == "fo-sgd") & (data.metric == "last")]
     assert row["mean"].item() == pytest.approx(truth["aper fo-sgd"]["last"], abs=1e-9)
@@ -351,9 +351,19 @@ def test_every_format_is_written_and_csv_holds_the_numbers(store, tmp_path):
     tex = (tmp_path / "table1.tex").read_text()
     assert "\\multicolumn{10}{c}{cifar100}" in tex and "$\\pm$" in tex and "±" not in tex
     for png in (p for p in written if p.suffix == ".png"):
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        head = png.read_bytes()[:24]
+        assert head[:8] == b"\x89PNG\r\n\x1a\n"
+        assert int.from_bytes(head[16:20], "big") >= 800, png.name  # IHDR width in pixels
     page = (tmp_path / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 4
+    assert page.count('src="data:image/png;base64,') == 3
+    assert "Figure 5 (Avg accuracy against the query budget q) left out: every run has q = 1" in (
+        page)
+    # no column is empty in every row (the paper's columns where it has no cell are left out)
+    for table in report.tables:
+        fixed = sum(span for label, span in table.groups[:1])
+        for j in range(fixed, len(table.columns)):
+            assert any(row[j] not in ("—",) and row[j].split("[")[0] != "–"
+                       for row in table.rows), (table.name, table.columns[j])
     assert "http://" not in page and "https://" not in page  # self-contained
 
 
@@ -367,8 +377,12 @@ def test_memory_label_is_recorded_by_zeroflow_run(tmp_path):
     exp = client.get_experiment_by_name("zeroflow-run")
     (run,) = client.search_runs([exp.experiment_id])
     assert run.data.tags[TAG_MEMORY] == "cpu_peak_rss"  # CPU-only machine in CI
+    rise, peak = run.data.metrics["train_memory_mb"], run.data.metrics["peak_memory_mb"]
+    assert 0 < rise < peak
     t2 = build_report().tables[1]
-    assert cell(t2, ["digits", "ease", "zo-sgd", "1"], "memory") == "CPU-RSS"
+    # Table 2 shows the training's own figure (the RSS rise), labelled so
+    assert cell(t2, ["digits", "ease", "zo-sgd", "1"], "memory") == "CPU-RSS rise"
+    assert cell(t2, ["digits", "ease", "zo-sgd", "1"], "memory GB") == f"{rise / 1024:.2f}"
 
 
 def test_cli_report_prints_table1_and_errors_in_one_line(store, tmp_path, monkeypatch, capsys):
@@ -379,7 +393,7 @@ def test_cli_report_prints_table1_and_errors_in_one_line(store, tmp_path, monkey
     printed = capsys.readouterr().out
     assert "Table 1" in printed and "cifar100" in printed
     assert f2(truth["aper fo-sgd"]["avg"]) in printed
-    assert (out / "table1.csv").exists() and (out / "fig5_accuracy_vs_q.png").exists()
+    assert (out / "table1.csv").exists() and (out / "accuracy_per_task.png").exists()
     assert not (out / "table1.md").exists()  # only the formats asked for
     assert main(["report", "--experiment", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -487,3 +501,17 @@ def test_runs_a_resumed_sweep_no_longer_knows_end_killed_and_leave_the_report(tm
     resumed.on_trial_complete(3, [], back)
     assert {r.name for r in build_report(["lost"], uri).runset.runs} == {
         runs["t1"].info.run_name, runs["t3"].info.run_name}
+
+
+def test_figure_5_is_drawn_when_q_varies_and_an_all_dash_paper_column_is_dropped(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'q.db'}"
+    tracker = SweepTracker("budget", uri, sweep_id="q")
+    for q in (1, 4):
+        _, _, tasks = fake_trial()
+        log_run(tracker, f"q{q}", cfg(dataset="digits", optimizer="zo-sgd", q=q), tasks)
+    report = build_report(["budget"], uri)
+    written = {p.name for p in write_report(report, tmp_path / "out", ["md"])}
+    assert "fig5_accuracy_vs_q.png" in written
+    table1 = report.tables[0]  # the paper has no digits cell: no paper or Δ column at all
+    assert "paper" not in table1.columns and "Δ" not in table1.columns
+    assert any("Left out, empty in every row" in r for r in table1.remarks)

@@ -149,9 +149,8 @@ def test_four_trial_sweep_logs_parent_and_children(ray_session, tmp_path, capsys
     parent = parents[0].info.run_id
     assert parents[0].info.status == "FINISHED"
     names = sorted(r.info.run_name for r in children)
-    assert [n.rsplit(",momentum=", 1)[0] for n in names] == [
-        "optimizer=fo-sgd,method=ease", "optimizer=fo-sgd,method=zofc",
-        "optimizer=zo-sgd,method=ease", "optimizer=zo-sgd,method=zofc"]
+    assert [n.rsplit(" · momentum ", 1)[0] for n in names] == [
+        "ease · fo-sgd", "ease · zo-sgd", "zofc · fo-sgd", "zofc · zo-sgd"]
     momenta = {float(r.data.params["momentum"]) for r in children}
     assert len(momenta) == 4 and all(0.5 <= m <= 0.8 for m in momenta)
     for result in results:  # what each trial process was handed, as Ray resolved it

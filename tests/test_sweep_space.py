@@ -277,3 +277,13 @@ def test_shipped_spaces_run_by_name_list_and_dry_run(tmp_path, capsys, monkeypat
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], err
+
+
+def test_run_names_state_what_differs_method_first():
+    from zeroflow.sweep.space import run_name
+
+    config = {"dataset": "digits", "method": "ease", "optimizer": "zo-sgd", "q": 4, "lr": 0.003,
+              "seed": 1}
+    assert run_name(config, ["optimizer", "method", "q"]) == "ease · zo-sgd · q4"
+    assert run_name(config, ["lr", "seed", "optimizer"]) == "zo-sgd · lr 0.003 · seed 1"
+    assert run_name(config, []) == "trial"

@@ -155,6 +155,8 @@ def _draw(ax, rows: list[dict], bounds, title: str) -> None:
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
     ax.set_aspect("equal")
+    ax.set_xlabel("θ₁ (first coordinate)", fontsize=8)
+    ax.set_ylabel("θ₂ (second coordinate)", fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=6, loc="lower right")
 
@@ -171,8 +173,9 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
         _draw(ax, of[name], _bounds(of[name]), name)
         written.append(save(fig, out / f"trajectory_{name}.png"))
     fig, axes = panels(len(names), 3.6, 3.6)
+    shared = _bounds(rows)  # the grid compares optimizers: one frame for all
     for ax, name in zip(axes, names):
-        _draw(ax, of[name], _bounds(of[name]), name)
+        _draw(ax, of[name], shared, name)
     written.append(save(fig, out / "trajectories_grid.png"))
     return written
 

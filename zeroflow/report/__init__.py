@@ -84,7 +84,7 @@ def write_report(report: Report, out: str | Path = "report",
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figures = make_figures(report.runset.runs, out)
-    written = [path for path, _ in figures]
+    written = [path for path, _ in figures if path is not None]
     for fmt in formats:
         if fmt == "html":
             path = out / "report.html"

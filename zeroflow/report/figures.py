@@ -49,8 +49,8 @@ def _lines(runs: list[Run], without: tuple[str, ...]) -> dict[tuple, list[Run]]:
 
 def _label(setting: tuple, varying: set[str]) -> str:
     config = dict(setting)
-    extra = [f"{k}={fmt_value(config[k])}" for k in sorted(varying - {"optimizer"})
-             if k in config]
+    extra = [f"{k}={'default' if config[k] is None else fmt_value(config[k])}"
+             for k in sorted(varying - {"optimizer"}) if k in config]
     return " ".join([str(config.get("optimizer", "?")), *extra])
 
 
@@ -115,11 +115,12 @@ def accuracy_vs_q(runs: list[Run], path: Path) -> tuple[Path, str]:
         ax.set_ylabel("Avg accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    only = f" (only q = {fmt_value(next(iter(qs)))} ran)" if len(qs) == 1 else ""
-    return plotting.save(fig, path), f"Figure 5: Avg accuracy against the query budget q{only}"
+    return plotting.save(fig, path), "Figure 5: Avg accuracy against the query budget q"
 
 
 def accuracy_per_task(runs: list[Run], path: Path) -> tuple[Path, str]:
+    from matplotlib.ticker import MaxNLocator
+
     panels = _group(runs, ("dataset", "method"))
     fig, axes = plotting.panels(len(panels))
     for ax, ((dataset, method), group) in zip(axes, sorted(panels.items(), key=_panel_order)):
@@ -137,6 +138,7 @@ def accuracy_per_task(runs: list[Run], path: Path) -> tuple[Path, str]:
                     linestyle=styles[setting], label=_label(setting, varying))
         ax.set_title(f"{dataset} / {method}", fontsize=9)
         ax.set_xlabel("after task")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("accuracy on seen classes (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
@@ -221,15 +223,20 @@ def task_losses(runs: list[Run], path: Path) -> tuple[Path, str]:
         "(old) along training, per setting (mean over seeds); dotted lines: task boundaries")
 
 
-def make_figures(runs: list[Run], out: Path) -> list[tuple[Path, str]]:
-    """Write the PNGs into ``out``; returns (path, caption) for each (none without results)."""
+def make_figures(runs: list[Run], out: Path) -> list[tuple[Path | None, str]]:
+    """Write the PNGs into ``out``; returns (path, caption) for each (none without results),
+    and (None, why) for a figure left out: Figure 5 over a single q says nothing."""
     finished = [r for r in runs if r.finished]
     if not finished:
         return []
     probed = [r for r in finished if r.task_losses]
     extra = [task_losses(probed, out / "task_losses.png")] if probed else []
+    qs = sorted({r.config.get("q") for r in finished} - {None})
+    fig5 = accuracy_vs_q(finished, out / "fig5_accuracy_vs_q.png") if len(qs) > 1 else (
+        None, f"Figure 5 (Avg accuracy against the query budget q) left out: every run has "
+              f"q = {', '.join(fmt_value(q) for q in qs) or 'unset'}; sweep q to draw it")
     return [
-        accuracy_vs_q(finished, out / "fig5_accuracy_vs_q.png"),
+        fig5,
         accuracy_per_task(finished, out / "accuracy_per_task.png"),
         accuracy_against(finished, "memory_mb", "training memory (MB, {memory})",
                          out / "accuracy_vs_memory.png",

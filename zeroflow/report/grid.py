@@ -129,8 +129,35 @@ def metric_table(name: str, title: str, caption: str, runs: list[Run], rows: lis
                                    for ct in col_tuples]
     if extra:
         caption += f" Rows are also split by {', '.join(extra)}, which varied within a cell."
-    return Table(name, title, caption, groups, heads + per_group * len(col_tuples), body,
-                 notes.texts, data=data)
+    return _drop_empty(Table(name, title, caption, groups, heads + per_group * len(col_tuples),
+                             body, notes.texts, data=data), len(heads))
+
+
+def _drop_empty(table: Table, fixed: int) -> Table:
+    """``table`` without the value columns that hold nothing in any row (the paper's columns
+    where it has no cell for any of them; a metric no run logged), said in a remark; the first
+    ``fixed`` columns (the row keys) always stay. The CSV data keeps everything."""
+    def empty(j: int) -> bool:
+        cells = [row[j] for row in table.rows]
+        return bool(cells) and (all(c == NO_PAPER for c in cells) or all(
+            c.split("[")[0] == MISSING for c in cells))
+
+    drop = [j for j in range(fixed, len(table.columns)) if empty(j)]
+    if not drop:
+        return table
+    keep = [j for j in range(len(table.columns)) if j not in drop]
+    groups, start = [], 0
+    for label, span in table.groups:
+        kept = sum(start <= j < start + span for j in keep)
+        if kept:
+            groups.append((label, kept))
+        start += span
+    names = list(dict.fromkeys(table.columns[j] for j in drop))
+    table.remarks.append(f"Left out, empty in every row: {', '.join(names)} (— paper: no "
+                         "published value for these settings; –: see the notes).")
+    table.groups, table.columns = groups, [table.columns[j] for j in keep]
+    table.rows = [[row[j] for j in keep] for row in table.rows]
+    return table
 
 
 def _cell(cell: list[Run], where: dict, base: dict, metrics, notes: Notes, records: list,

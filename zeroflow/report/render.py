@@ -124,7 +124,7 @@ figure{display:inline-block;margin:1em}img{max-width:100%}"""
 
 
 def html_page(title: str, intro: list[str], tables: list[Table],
-              figures: list[tuple[Path, str]]) -> str:
+              figures: list[tuple[Path | None, str]]) -> str:
     """One HTML file holding every table and every figure (PNG bytes inlined as base64)."""
     e = html.escape
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -135,6 +135,9 @@ def html_page(title: str, intro: list[str], tables: list[Table],
     if figures:
         parts.append('<section id="figures"><h2>Figures</h2>')
         for path, caption in figures:
+            if path is None:  # left out, and why
+                parts.append(f'<p class="note">{e(caption)}</p>')
+                continue
             data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
             parts.append(f'<figure><img alt="{e(caption)}" src="data:image/png;base64,{data}">'
                          f"<figcaption>{e(caption)}</figcaption></figure>")

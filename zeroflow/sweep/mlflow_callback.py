@@ -11,7 +11,7 @@ from pathlib import Path
 from zeroflow.config import make_config
 from zeroflow.sweep import checkpoints
 from zeroflow.sweep.results import BACKFILL_KEY, failure, reported_last_task
-from zeroflow.sweep.space import trial_config, trial_name
+from zeroflow.sweep.space import run_name, trial_config
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class MLflowSweepCallback(_tune_callback_base()):
         return self._tracker
 
     def _run(self, trial, reopen: bool = False) -> str:
-        return self.tracker.trial_run(trial.trial_id, trial_name(trial.config, self.varying),
+        return self.tracker.trial_run(trial.trial_id, run_name(trial.config, self.varying),
                                       make_config(trial_config(trial.config)).to_dict(),
                                       reopen=reopen)
 
@@ -125,7 +125,7 @@ class MLflowSweepCallback(_tune_callback_base()):
         config = make_config(trial_config(trial.config))
         n_tasks = int((trial.last_result or {}).get("n_tasks", 0))
         self.tracker.finish_trial(self._run(trial), config.to_dict(), n_tasks,
-                                  f"{self.sweep}: {trial_name(trial.config, self.varying)}",
+                                  f"{self.sweep}: {run_name(trial.config, self.varying)}",
                                   status)
 
     def on_trial_complete(self, iteration, trials, trial, **info):

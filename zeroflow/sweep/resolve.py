@@ -59,3 +59,22 @@ def trial_name(config: dict[str, Any], varying: list[str]) -> str:
     parts = [f"{k}={config[k]:.3g}" if isinstance(config.get(k), float) else f"{k}={config.get(k)}"
              for k in varying]
     return ",".join(parts) or "trial"
+
+
+# the keys a run name states by value alone, in this order; others follow as "key value"
+_NAMED_BY_VALUE = ("dataset", "method", "optimizer")
+
+
+def run_name(config: dict[str, Any], varying: list[str]) -> str:
+    """A trial's MLflow run name: what differs between the sweep's trials, read left to right
+    (``ease · zo-sgd · q4``, ``zo-adam · lr 0.003 · seed 1``), method before optimizer."""
+    config = trial_config(config)
+    keys = [k for k in _NAMED_BY_VALUE if k in varying] + [
+        k for k in varying if k not in _NAMED_BY_VALUE]
+    parts = []
+    for key in (k for k in keys if k in config):
+        value = config[key]
+        text = f"{value:.3g}" if isinstance(value, float) else str(value)
+        parts.append(text if key in _NAMED_BY_VALUE else
+                     f"q{text}" if key == "q" else f"{key} {text}")
+    return " · ".join(parts) or "trial"

@@ -44,6 +44,7 @@ from zeroflow.sweep.resolve import (
     OVERRIDES,
     OverrideValue,
     matches,
+    run_name,
     trial_config,
     trial_name,
 )
@@ -156,4 +157,4 @@ _OverrideValue = OverrideValue
 
 
 __all__ = ["GRID_POINT", "OVERRIDES", "RESOURCE_KEYS", "RUN_KEYS", "SAMPLERS", "SPACE_KEYS",
-           "OverrideValue", "Space", "load_space", "trial_config", "trial_name"]
+           "OverrideValue", "Space", "load_space", "run_name", "trial_config", "trial_name"]
