@@ -102,7 +102,7 @@ def test_shipped_spaces_are_valid():
 
     root = pathlib.Path(__file__).resolve().parents[1] / "tune_spaces"
     sizes = {p.stem: load_space(p).n_trials for p in sorted(root.glob("*.yaml"))}
-    assert sizes == {"enhancements": 17, "query_budget": 12, "quickstart": 36, "table1": 72,
+    assert sizes == {"enhancements": 17, "query_budget": 12, "quickstart": 40, "table1": 72,
                      "table2_efficiency": 18, "sharpness_digits": 18, "tune_lr": 60,
                      "adaptation_gain": 30}
 
@@ -112,7 +112,7 @@ def test_adaptation_gain_runs_the_quickstarts_ease_rows_and_an_untrained_row():
 
     root = pathlib.Path(__file__).resolve().parents[1] / "tune_spaces"
     quick = {c.optimizer: c.to_dict() for c in load_space(root / "quickstart.yaml").configs
-             if c.method == "ease"}
+             if c.method == "ease" and c.epochs > 0}
     space = load_space(root / "adaptation_gain.yaml")
     gain = [c.to_dict() for c in space.configs]
     assert len(quick) == 9 and len(gain) == 10
@@ -261,13 +261,14 @@ def test_shipped_spaces_run_by_name_list_and_dry_run(tmp_path, capsys, monkeypat
     assert any(line.startswith("quickstart") and "offline on CPU" in line for line in listed)
     assert main(["sweep", "quickstart", "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("sweep quickstart: 36 trials, 2 at a time; every trial: epochs=5")
-    assert len(out) == 3 + 36 and out[1].split() == ["method", "optimizer", "lr"]
+    assert out[0].startswith("sweep quickstart: 40 trials, 2 at a time; every trial: init_cls=5")
+    assert len(out) == 3 + 40 and out[1].split() == ["method", "optimizer", "lr", "epochs",
+                                                     "fc_lr"]
     assert main(["sweep", "quickstart", "--dry-run", "--format", "json"]) == 0
     import json
 
     trials = json.loads(capsys.readouterr().out)
-    assert len(trials) == 36 and {t["method"] for t in trials} == {"ease", "aper", "finetune",
+    assert len(trials) == 40 and {t["method"] for t in trials} == {"ease", "aper", "finetune",
                                                                    "zofc"}
     assert {t["lr"] for t in trials if t["method"] == "ease" and t["optimizer"] == "fo-adam"} == {
         0.01}  # its override rule, applied

@@ -41,7 +41,7 @@ def test_installed_wheel_runs_a_shipped_space_and_a_trial_outside_the_repo(tmp_p
     listed = _run([zeroflow, "sweep", "--list"], cwd=away).stdout
     assert "quickstart" in listed and "table1" in listed
     dry = _run([zeroflow, "sweep", "quickstart", "--dry-run"], cwd=away).stdout
-    assert dry.startswith("sweep quickstart: 36 trials, 2 at a time")
+    assert dry.startswith("sweep quickstart: 40 trials, 2 at a time")
     trial = _run([zeroflow, "run", "dataset=digits", "method=ease", "optimizer=zo-sgd",
                   "epochs=1", "limit_batches=2", "samples_per_class=20", "--no-track"],
                  cwd=away).stdout

@@ -19,7 +19,15 @@ def print_summary(results, space, uri: str) -> int:
     for name, reason in failed:
         print(f"  failed: {name}: {reason}")
     if len(frame):
-        print(frame.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+        signed = {"gain": lambda v: "" if v is None or v != v else f"{v:+.2f}"}
+        print(frame.to_string(index=False, float_format=lambda v: f"{v:.2f}",
+                              formatters={k: f for k, f in signed.items() if k in frame}))
+        if "gain" in frame:
+            print("gain: avg minus the untrained row's (epochs 0: no training) of the same "
+                  "method")
+        if "tie" in frame:
+            print("tie: rows with the same letter have the same avg and last to two decimals "
+                  "(their optimizers made no visible difference)")
     _print_best(results, space, uri)
     if uri.startswith(("http://", "https://")):
         print(f"\nbrowse every run: open {uri} (the MLflow server)")

@@ -41,10 +41,14 @@ def summary_table(results, varying: list[str] | None = None):
     if ERROR_KEY in df:
         df = df[df[ERROR_KEY].isna()]
     cols = {}
-    for key in varying or []:
-        for column in (f"config/{key}", f"config/{GRID_POINT}/{key}"):
-            if column in df:
-                cols[key] = df[column]
+    for key in varying or []:  # a united grid's point wins over the base value beside it
+        found = [df[c] for c in (f"config/{GRID_POINT}/{key}", f"config/{key}") if c in df]
+        if found:
+            values = found[0].combine_first(found[1]) if len(found) == 2 else found[0]
+            whole = values.dropna()
+            if values.dtype.kind == "f" and len(whole) and (whole == whole.round()).all():
+                values = values.round().astype("Int64")  # integers, not 1.00
+            cols[key] = values
     for src, dst in (("avg_accuracy", "avg"), ("accuracy", "last"), ("forgetting", "forgetting"),
                      ("forward_passes", "forward_passes"), ("train_memory_mb", "train_mb")):
         if src in df:
@@ -57,6 +61,41 @@ def summary_table(results, varying: list[str] | None = None):
     table = pd.DataFrame(cols)
     if "avg" in table:  # complete trials first: a stopped trial's avg covers fewer tasks
         done = (df["task"] == df["n_tasks"] - 1) if {"task", "n_tasks"} <= set(df) else True
-        table = table.assign(_done=done).sort_values(["_done", "avg"], ascending=False).drop(
-            columns="_done")
-    return table.reset_index(drop=True)
+        order = ["_done", *[k for k in ("dataset", "method") if k in table], "avg"]
+        table = table.assign(_done=done).sort_values(
+            order, ascending=[k not in ("_done", "avg") for k in order]).drop(columns="_done")
+    return _against_baseline(table.reset_index(drop=True))
+
+
+def _against_baseline(table):
+    """With untrained rows (``epochs`` 0) in the sweep: each row's ``gain`` in avg over the
+    untrained row of its dataset and method (what training added), the untrained rows named
+    so; and a ``tie`` letter shared by trained rows of one dataset and method whose avg and
+    last agree to two decimals (their optimizers made no visible difference)."""
+    if "avg" not in table:
+        return table
+    group = [k for k in ("dataset", "method") if k in table]
+    key = (lambda row: tuple(row[k] for k in group))  # noqa: E731
+    untrained = table["epochs"] == 0 if "epochs" in table else table["avg"] != table["avg"]
+    if untrained.any():
+        reference = {key(row): row["avg"] for _, row in table[untrained].iterrows()}
+        table["gain"] = [row["avg"] - reference[key(row)] if key(row) in reference else None
+                         for _, row in table.iterrows()]
+        if "optimizer" in table:
+            table["optimizer"] = table["optimizer"].astype(object).where(~untrained, "untrained")
+        for column in ("lr", "fc_lr"):
+            if column in table:
+                table[column] = table[column].astype(object).where(~untrained, "-")
+    if "last" in table:
+        seen: dict[tuple, list[int]] = {}
+        for i, row in table[~untrained].iterrows():
+            seen.setdefault((*key(row), round(row["avg"], 2), round(row["last"], 2)),
+                            []).append(i)
+        tied = [rows for rows in seen.values() if len(rows) > 1]
+        if tied:
+            letters = [""] * len(table)
+            for letter, rows in zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ", tied):
+                for i in rows:
+                    letters[i] = letter
+            table["tie"] = letters
+    return table
