@@ -37,11 +37,28 @@ def cmd_ui(args) -> int:
     try:
         if _wait_for_http(f"{url}/health", server):
             print(f"MLflow UI at {url}  (store {uri}; Ctrl-C stops it)", flush=True)
+            newest = _newest_experiment(uri)
+            if newest is not None:  # MLflow 3 opens in its GenAI view unless the URL says
+                print(f"newest sweep, {newest[1]!r}, in the model-training view: {url}/#/"
+                      f"experiments/{newest[0]}/runs?workflowType=machine_learning", flush=True)
         return server.wait()
     except KeyboardInterrupt:
         return 0
     finally:
         _stop_session(server)
+
+
+def _newest_experiment(uri: str) -> tuple[str, str] | None:
+    """(id, name) of the store's most recently updated experiment, None if it has none."""
+    try:
+        from mlflow import MlflowClient
+
+        found = MlflowClient(uri).search_experiments(  # MLflow's own empty "Default" aside
+            max_results=1, filter_string="name != 'Default'",
+            order_by=["last_update_time DESC"])
+    except Exception:  # noqa: BLE001 - the link is a convenience; the UI is up regardless
+        return None
+    return (found[0].experiment_id, found[0].name) if found else None
 
 
 def _wait_for_http(url: str, process, timeout: float = 180.0) -> bool:
