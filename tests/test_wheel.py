@@ -3,6 +3,7 @@ environment, it lists and dry-runs a shipped space by name and runs one short tr
 folder outside the checkout. The environment borrows this one's dependencies (a .pth line), so
 nothing is downloaded; zeroflow itself comes from the wheel only."""
 
+import os
 import subprocess
 import sys
 import sysconfig
@@ -14,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(cmd, **kwargs) -> subprocess.CompletedProcess:
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kwargs)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the wheel, not a checkout
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, **kwargs)
     assert done.returncode == 0, f"{cmd}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
     return done
 
