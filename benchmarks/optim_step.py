@@ -5,6 +5,8 @@
                                                          # ViT-B/16 (random weights) on GPU
     python benchmarks/optim_step.py --backbone vit_small_patch16_224 --full --batch 8 \
         --before /tmp/zeroflow-before --infty           # zo-sgd's step regimes, full backbone
+    python benchmarks/optim_step.py --compare --backbone vit_small_patch16_224 --full \
+        --batch 8 --q 1 --momentum 0.9 --infty          # fast, lean, default beside INFTY
 
 What trains is what EASE trains on a task: one adapter set (every block) and a cosine head;
 the backbone is frozen. Each row is measured in its own subprocess, so peak memory is that
@@ -20,10 +22,19 @@ adapters) prints zo-sgd in each step regime (``direction_buffer`` x ``exact_rest
 memory growth is the step's own: growth = peak RSS during the steps (the kernel's VmHWM, reset
 once the model is built and has run its inference warm-up) minus the RSS at that reset.
 ``--before DIR`` adds a row timed with the zeroflow package found in DIR (e.g. an older commit
-exported with ``git archive``); ``--infty`` adds the ZeroFlow paper's reference optimizer
-(PyPI ``infty``, ``infty.optim.ZeroFlow`` with ``inftyopt="zo_sgd"`` over ``torch.optim.SGD``),
-installed on first use with ``pip install --no-deps --target`` into ``--infty-dir`` (its
-plotting dependencies are not needed for the optimizer).
+exported with ``git archive``); ``--infty`` adds the ZeroFlow paper's reference optimizer's
+step (INFTY's ``ZeroFlow`` with ``inftyopt="zo_sgd"`` over ``torch.optim.SGD``, q = 1),
+re-implemented in ``infty_reference.py`` with the same tensor operations.
+
+``--compare`` prints zeroflow's fast (with either restore), lean and default zo-sgd beside
+INFTY's step (and, with ``--before DIR``, DIR's code in the same regimes, timed in the same
+process: ``load_before_optim``; DIR's zo-sgd must take ``direction_buffer``). Time: every
+row's full step and its own work (the same step with a loss that reads
+the tensors but runs no forward) round-robin in ONE process with inference forwards, so that all
+see the same load (``round_robin``); with them "beyond" = step - 2q forwards - own work (what a
+step costs that neither its forwards nor its own work explain) and the minor page faults per
+step (memory touched for the first time). Memory: each row in its own process (growth as for
+``--regimes``). ``--interleave`` adds the same round-robin table to ``--regimes``.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -59,189 +71,227 @@ def _reset_hwm() -> None:
         fh.write("5")
 
 
-def _build(args, device):
+def build_model(backbone: str, full: bool, batch: int, device, n_classes: int = 10):
+    """The benchmark's model: ``backbone`` (``tiny``, or a timm ViT with random weights: timing
+    needs no pretrained ones, and none can be downloaded offline) with one adapter set, or
+    every backbone tensor trainable (``full``), a cosine head, and one random batch. Returns
+    (model, head, x, y, trainable tensors); every tensor has requires_grad off."""
     import timm
 
     from zeroflow.methods.base import CosineHead
     from zeroflow.models import create_backbone
     from zeroflow.models.backbone import AdaptedViT
 
-    if args.backbone == "tiny":
+    if backbone == "tiny":
         model = create_backbone("tiny", device=device)
-    else:  # timing needs no pretrained weights (and none can be downloaded offline)
-        model = AdaptedViT(timm.create_model(args.backbone, pretrained=False, num_classes=0),
-                           name=args.backbone).to(device)
-    if not args.full:
+    else:
+        model = AdaptedViT(timm.create_model(backbone, pretrained=False, num_classes=0),
+                           name=backbone).to(device)
+    if not full:
         model.add_adapter_set()
-    head = CosineHead(model.embed_dim, 10, torch.Generator().manual_seed(0)).to(device)
+    head = CosineHead(model.embed_dim, n_classes, torch.Generator().manual_seed(0)).to(device)
     gen = torch.Generator().manual_seed(0)
-    x = torch.rand(args.batch, 3, model.image_size, model.image_size, generator=gen).to(device)
-    y = torch.randint(0, 10, (args.batch,), generator=gen).to(device)
-    if args.full:
+    x = torch.rand(batch, 3, model.image_size, model.image_size, generator=gen).to(device)
+    y = torch.randint(0, n_classes, (batch,), generator=gen).to(device)
+    if full:
         params = [p for p in model.parameters()] + list(head.parameters())
     else:
         params = list(model.adapter_sets[0].parameters()) + list(head.parameters())
-    for p in model.parameters():
+    for p in list(model.parameters()) + list(head.parameters()):
         p.requires_grad_(False)
     model.train()
     return model, head, x, y, params
 
 
-def _forward_loss(args, model, head, x, y):
-    """The benchmark's loss closure: one training forward with fixed dropout."""
+def forward_loss(model, head, x, y, full: bool, autocast: torch.dtype | None = None):
+    """The benchmark's loss closure: one training forward with fixed dropout (under
+    ``torch.autocast`` to ``autocast`` when given; the tensors themselves stay as built)."""
+    import contextlib
 
     def loss():
         model.reseed(0)
-        return F.cross_entropy(head(model.features(x, None if args.full else 0)), y)
+        ctx = (torch.autocast(x.device.type, dtype=autocast) if autocast is not None
+               else contextlib.nullcontext())
+        with ctx:
+            out = F.cross_entropy(head(model.features(x, None if full else 0)), y)
+        return out.float()
 
     return loss
 
 
-def _model_numel(model, head) -> int:
+def free_loss(params):
+    """A loss that reads every trainable tensor but runs no model: a step with it costs the
+    optimizer's own work alone."""
+
+    def loss():
+        return sum(p.view(-1)[0] for p in params)
+
+    return loss
+
+
+def model_numel(model, head) -> int:
     """Every parameter of the model and head (what direction_buffer="auto" compares with)."""
     return sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in head.parameters())
 
 
-def _infty_step(args, model, head, x, y, params, loss_fn):
-    """The reference optimizer's zo-sgd step over the same tensors and loss."""
-    sys.path.insert(0, args.infty_dir)
-    from infty.optim import ZeroFlow
-
-    class Both(torch.nn.Module):  # INFTY perturbs the requires_grad tensors of one module
-        def __init__(self):
-            super().__init__()
-            self.model, self.head = model, head
-
-    both = Both()
-    for p in both.parameters():
-        p.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
-    base = torch.optim.SGD(params, lr=1e-3, momentum=0.0)
-    opt = ZeroFlow(params, base, both, {"q": args.q, "inftyopt": "zo_sgd", "zo_eps": 1e-3})
-    opt.set_closure(lambda: (None, [loss_fn()]))
-    count = {"passes": 0}
-    inner = opt.forward_func
-
-    def counted():
-        count["passes"] += 1
-        return inner()
-
-    opt.forward_func = counted
-    return opt, count
+def zo_hparams(regime: str, q: int, momentum: float, numel: int | None = None) -> dict:
+    """zo-sgd's hyper-parameters for a ``BUFFER-RESTORE`` regime key (e.g. ``on-exact``): no
+    weight decay (INFTY's SGD has none), ``numel`` passed to ``auto`` as a trial passes it."""
+    buffer, restore = regime.split("-")
+    hp = {"q": q, "momentum": momentum, "weight_decay": 0.0,
+          "exact_restore": restore == "exact"}
+    if buffer != "before":  # the old code has no direction_buffer
+        hp["direction_buffer"] = buffer
+    if buffer == "auto":
+        hp["model_numel"] = numel
+    return hp
 
 
-def _sync(device):
-    if device.type == "cuda":
+def _infty_step(args, model, head, params, loss_fn):
+    """INFTY's zo-sgd step (``infty_reference``, q = 1) over the same tensors and loss, with
+    ``torch.optim.SGD`` (no weight decay) as its base; returns (optimizer, callable step)."""
+    from infty_reference import InftyZoSgd
+
+    if args.q != 1:
+        raise SystemExit("--infty: INFTY's zo_sgd step is re-implemented for q = 1 only")
+    base = torch.optim.SGD(params, lr=1e-3, momentum=args.momentum)
+    opt = InftyZoSgd(params, base, model, loss_fn)
+
+    def run():
+        opt.step()
+        model.train()  # INFTY leaves the model in eval mode; the other rows train
+
+    return opt, run
+
+
+def sync(device):
+    if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
 
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def round_robin(runs: dict, infer, device, repeats: int, warmup: int) -> dict:
+    """Time every callable in ``runs`` round-robin in this process, with one call of
+    ``infer`` (an inference forward) after each, so that all see the same load. Returns
+    {"fwd_ms", "fwd_cpu_ms": median forward, label: {"ms", "cpu_ms": medians, "faults": median
+    minor page faults}}: wall time; the process's CPU time (all its threads: less sensitive to
+    other processes' load than wall time, though spin-waiting threads count); faults = pages
+    the process touched for the first time during the call (CPU memory)."""
+    figures: dict = {k: [] for k in runs}
+    fwd = []
+
+    def timed(fn):
+        sync(device)
+        f0, c0, start = _minor_faults(), time.process_time(), time.perf_counter()
+        fn()
+        sync(device)
+        return (time.perf_counter() - start, time.process_time() - c0, _minor_faults() - f0)
+
+    for i in range(warmup + repeats):
+        for key, run in runs.items():
+            measured = timed(run)
+            forward = timed(infer)
+            if i >= warmup:
+                figures[key].append(measured)
+                fwd.append(forward)
+
+    def med(rows, i):
+        return statistics.median(r[i] for r in rows)
+
+    out = {"fwd_ms": 1e3 * med(fwd, 0), "fwd_cpu_ms": 1e3 * med(fwd, 1)}
+    for k, rows in figures.items():
+        out[k] = {"ms": 1e3 * med(rows, 0), "cpu_ms": 1e3 * med(rows, 1),
+                  "faults": med(rows, 2)}
+    return out
+
+
+def load_before_optim(directory: str):
+    """DIR's ``zeroflow.optim`` (e.g. an older commit exported with ``git archive``) as a
+    separate package, so that its steps can be timed in the same process as the current ones:
+    a copy whose ``zeroflow.optim`` imports point to itself. Every other zeroflow module it
+    imports comes from the current package, so each must be the same file in DIR (checked)."""
+    import re
+    import shutil
+    import tempfile
+
+    import zeroflow
+
+    src = Path(directory) / "zeroflow" / "optim"
+    here = Path(zeroflow.__file__).resolve().parent
+    root = Path(tempfile.mkdtemp(prefix="zf_before_"))
+    shutil.copytree(src, root / "zeroflow_before_optim")
+    for path in (root / "zeroflow_before_optim").glob("*.py"):
+        text = path.read_text()
+        for module in set(re.findall(r"zeroflow\.(\w+)", text)) - {"optim"}:
+            if (Path(directory) / "zeroflow" / f"{module}.py").read_bytes() != (
+                    here / f"{module}.py").read_bytes():
+                raise SystemExit(f"--before {directory}: its zeroflow/{module}.py differs from "
+                                 "this tree's, so its optimizers cannot share this process")
+        path.write_text(text.replace("zeroflow.optim", "zeroflow_before_optim"))
+    sys.path.insert(0, str(root))
+    import zeroflow_before_optim
+
+    return zeroflow_before_optim
+
+
 def interleaved(args) -> dict:
-    """Step times of every regime (and INFTY) in one process, round-robin with inference
-    forwards, so that all rows see the same load (timing only; memory comes from the rows'
-    own processes). Returns {label: [step ms, fwd ms]} medians."""
+    """Every regime's full step and own work (the step with ``free_loss``), and INFTY's, in
+    one process round-robin with inference forwards (timing only; memory comes from the
+    rows' own processes). Keys: ``REGIME`` and ``REGIME/own``, ``infty`` and ``infty/own``."""
     from zeroflow import optim
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model, head, x, y, params = _build(args, device)
-
-    forward_loss = _forward_loss(args, model, head, x, y)
-
-    def free_loss():  # the step's own work: every trainable tensor read, no model forward
-        return sum(p.view(-1)[0] for p in params)
-
-    loss_fn = free_loss if args.overhead else forward_loss
+    model, head, x, y, params = build_model(args.backbone, args.full, args.batch, device)
+    losses = {"": forward_loss(model, head, x, y, args.full), "/own": free_loss(params)}
+    numel = model_numel(model, head)
+    builds = {"": optim}
+    if args.before and args.rowset == "compare":
+        builds["before:"] = load_before_optim(args.before)
     runs = {}
-    for _label, regime in REGIMES:
-        buffer, restore = regime.split("-")
-        hp = {"q": args.q, "momentum": 0.0, "weight_decay": 0.0,
-              "exact_restore": restore == "exact", "direction_buffer": buffer}
-        if buffer == "auto":
-            hp["model_numel"] = _model_numel(model, head)
-        opt = optim.build("zo-sgd", params, lr=1e-3, **hp)
-        runs[regime] = (lambda o=opt: o.step(loss_fn))
+    for prefix, module in builds.items():
+        for _label, regime in ROWSETS[args.rowset]:
+            for suffix, loss_fn in losses.items():
+                opt = module.build("zo-sgd", params, lr=1e-3,
+                                   **zo_hparams(regime, args.q, args.momentum, numel))
+                runs[prefix + regime + suffix] = (lambda o=opt, f=loss_fn: o.step(f))
     if args.infty:
-        opt, _ = _infty_step(args, model, head, x, y, params, loss_fn)
-        for p in params:
-            p.requires_grad_(False)  # INFTY collects requires_grad tensors at each step
-
-        def infty_run(o=opt):
-            for p in params:
-                p.requires_grad_(True)
-            o.step()
-            model.train()
-            for p in params:
-                p.requires_grad_(False)
-
-        runs["infty"] = infty_run
+        for suffix, loss_fn in losses.items():
+            _, runs["infty" + suffix] = _infty_step(args, model, head, params, loss_fn)
 
     def infer():
         with torch.no_grad():
-            forward_loss()
+            losses[""]()
 
-    times = {k: [] for k in runs}
-    fwd = []
-    for i in range(args.warmup + args.repeats):
-        for key, run in runs.items():
-            start = time.perf_counter()
-            run()
-            if i >= args.warmup:
-                times[key].append(time.perf_counter() - start)
-            if args.overhead and key != next(iter(runs)):
-                continue  # one forward per round is enough to scale the overheads
-            start = time.perf_counter()
-            infer()
-            if i >= args.warmup:
-                fwd.append(time.perf_counter() - start)
-    return {"fwd_ms": 1e3 * statistics.median(fwd),
-            **{k: 1e3 * statistics.median(v) for k, v in times.items()}}
+    return round_robin(runs, infer, device, args.repeats, args.warmup)
 
 
 def measure(args) -> dict:
-    """One row: 'inference' (memory reference) or an optimizer name. Inference forwards are
-    timed in the same process, interleaved with the steps, so the time ratio is in-run."""
+    """One row: 'inference' (memory reference), 'infty', or an optimizer name (with
+    ``args.regime``: zo-sgd in that regime). Inference forwards are timed in the same process,
+    interleaved with the steps, so the time ratio is in-run."""
     from zeroflow import optim
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model, head, x, y, params = _build(args, device)
-
-    loss_fn = _forward_loss(args, model, head, x, y)
+    model, head, x, y, params = build_model(args.backbone, args.full, args.batch, device)
+    loss_fn = forward_loss(model, head, x, y, args.full)
 
     def infer():
         with torch.no_grad():
             loss_fn()
 
-    infty_count = None
     if args.one == "inference":
-        for p in params:
-            p.requires_grad_(False)
         run, opt = infer, None
     elif args.one == "infty":
-        opt, infty_count = _infty_step(args, model, head, x, y, params, loss_fn)
-
-        def run():
-            opt.step()
-            model.train()  # INFTY's forwards switch the model to eval()
-    elif args.regime:
-        buffer, restore = args.regime.split("-")
-        hp = {"q": args.q, "momentum": 0.0, "weight_decay": 0.0,
-              "exact_restore": restore == "exact"}
-        if buffer != "before":  # the old code has no direction_buffer
-            hp["direction_buffer"] = buffer
-        if buffer == "auto":
-            hp["model_numel"] = _model_numel(model, head)
-        opt = optim.build(args.one, params, lr=1e-3, **hp)
-
-        def closure():
-            return loss_fn()
-
-        def run():
-            opt.step(closure)
+        opt, run = _infty_step(args, model, head, params, loss_fn)
     else:
-        opt = optim.build(args.one, params, lr=1e-3, **(
-            {} if optim.is_first_order(args.one) else {"q": args.q}))
+        hp = ({} if optim.is_first_order(args.one) else {"q": args.q}) if not args.regime \
+            else zo_hparams(args.regime, args.q, args.momentum, model_numel(model, head))
+        opt = optim.build(args.one, params, lr=1e-3, **hp)
 
         def closure():
             if opt.uses_backward:
@@ -255,18 +305,19 @@ def measure(args) -> dict:
             opt.step(closure)
 
     def timed(fn) -> float:
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         return time.perf_counter() - start
 
-    def grads() -> bool:  # FO needs them; INFTY finds its tensors by requires_grad
-        return opt is not None and (infty_count is not None or opt.uses_backward)
+    def grads() -> bool:  # FO needs them
+        return getattr(opt, "uses_backward", False)
 
     for p in params:
         p.requires_grad_(grads())
-    if args.regime or args.one == "infty":  # growth = the steps' own peak over settled RSS
+    growth = bool(args.regime or args.one == "infty")  # the steps' own peak over settled RSS
+    if growth:
         for _ in range(2):
             infer()
         base_rss = _rss_mb()
@@ -274,7 +325,7 @@ def measure(args) -> dict:
     for _ in range(args.warmup):
         run()
         infer()
-    if not (args.regime or args.one == "infty"):
+    if not growth:
         base_rss = _rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -289,22 +340,31 @@ def measure(args) -> dict:
                 p.requires_grad_(grads())
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
-    elif args.regime or args.one == "infty":
+    elif growth:
         peak = _hwm_mb()
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
     done = args.warmup + args.repeats
-    if opt is None:
-        passes = 1
-    elif infty_count is not None:
-        passes = infty_count["passes"] / done
-    else:
-        passes = opt.forward_passes / done
+    passes = 1 if opt is None else opt.forward_passes / done
     row = {"name": args.one, "ms": 1e3 * statistics.median(step_times),
            "fwd_ms": 1e3 * statistics.median(fwd_times), "passes": passes, "peak_mb": peak}
     if device.type != "cuda":
         row["rise_mb"] = peak - base_rss
     return row
+
+
+def _device_line(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name()
+    model = "CPU"
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+            f"load average {load} at start")
 
 
 def main() -> None:
@@ -319,18 +379,20 @@ def main() -> None:
                         help="train every backbone tensor and the head (no adapters)")
     parser.add_argument("--regimes", action="store_true",
                         help="zo-sgd in each step regime instead of every optimizer")
+    parser.add_argument("--compare", action="store_true",
+                        help="zo-sgd fast, lean and default beside INFTY: full steps and own "
+                             "work round-robin in one process, memory growth each in its own")
+    parser.add_argument("--momentum", type=float, default=0.0,
+                        help="SGD momentum of the --regimes/--compare rows (INFTY's too)")
     parser.add_argument("--before", metavar="DIR",
                         help="also time zo-sgd with the zeroflow package in DIR")
     parser.add_argument("--infty", action="store_true",
-                        help="also time INFTY's zo-sgd (PyPI infty, installed on first use)")
-    parser.add_argument("--infty-dir", default=os.path.expanduser("~/.cache/zeroflow/infty"))
+                        help="also time INFTY's zo-sgd step (benchmarks/infty_reference.py)")
     parser.add_argument("--interleave", action="store_true",
                         help="with --regimes: also time every regime round-robin in one process")
-    parser.add_argument("--overhead", action="store_true",
-                        help="with --interleave: time the steps with a free loss (no forward), "
-                             "i.e. the optimizer's own work per step")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--regime", help=argparse.SUPPRESS)
+    parser.add_argument("--rowset", default="regimes", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         args.q = args.q[0]
@@ -339,28 +401,34 @@ def main() -> None:
 
     from zeroflow import optim
 
-    def child(name, q, regime=None, path=None):
+    def child(name, q, regime=None, path=None, repeats=None):
         cmd = [sys.executable, __file__, "--one", name, "--backbone", args.backbone,
-               "--batch", str(args.batch), "--q", str(q), "--repeats", str(args.repeats),
+               "--batch", str(args.batch), "--q", str(q),
+               "--repeats", str(repeats or args.repeats),
                "--warmup", str(args.warmup), "--device", args.device,
-               "--infty-dir", args.infty_dir] + (["--full"] if args.full else []) + (
+               "--momentum", str(args.momentum), "--rowset", args.rowset] + (
+                   ["--full"] if args.full else []) + (
                    ["--infty"] if args.infty else []) + (
-                   ["--overhead"] if args.overhead and name == "interleave" else []) + (
+                   ["--before", args.before] if args.before else []) + (
                    ["--regime", regime] if regime else [])
         env = dict(os.environ)
         if path:
             env["PYTHONPATH"] = os.path.abspath(path)
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
-        return json.loads(out.strip().splitlines()[-1])
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if done.returncode:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
+    if args.compare:
+        args.rowset = "compare"
+        compare(args, child)
+        return
     if args.full or args.regimes:
         regimes(args, child)
         return
 
-    dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
-        f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)")
-    print(f"# {args.backbone}, batch {args.batch}, adapters + cosine head trained; {dev}; "
-          f"torch {torch.__version__}")
+    print(f"# {args.backbone}, batch {args.batch}, adapters + cosine head trained; "
+          f"{_device_line(args.device)}; torch {torch.__version__}")
     inf = child("inference", 1)
     cpu = not args.device.startswith("cuda")
     print(f"# inference forward: {inf['ms']:.2f} ms, peak {inf['peak_mb']:.0f} MB"
@@ -368,8 +436,7 @@ def main() -> None:
           + "; each row times its own inference forwards (fwd ms) interleaved with its steps")
     header = ["optimizer", "q", "passes/step", "step ms", "fwd ms", "step/(2q fwd)",
               "step/(passes fwd)", "peak MB", "peak/inference"] + (["rise MB"] if cpu else [])
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
+    _table_head(header)
     for q in args.q:
         for name in optim.NAMES:
             if optim.is_first_order(name) and q != args.q[0]:
@@ -382,77 +449,135 @@ def main() -> None:
                      f"{r['peak_mb']:.0f}", f"{r['peak_mb'] / inf['peak_mb']:.3f}"]
             if cpu:
                 cells.append(f"{r['rise_mb']:.0f}")
-            print("| " + " | ".join(cells) + " |", flush=True)
+            _table_row(cells)
 
 
-REGIMES = [  # (label, --regime): the old default first
-    ("seed-only, copy restore (off, exact)", "off-exact"),
-    ("lean (off, subtractive restore)", "off-lean"),
-    ("fast (on, copy restore)", "on-exact"),
-    ("fast (on, subtractive restore)", "on-lean"),
-    ("auto (model_numel given), copy restore", "auto-exact"),
-]
+def _table_head(header: list[str]) -> None:
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
 
 
-def _infty_version(path: str) -> str:
-    from importlib.metadata import distributions
+def _table_row(cells: list[str]) -> None:
+    print("| " + " | ".join(cells) + " |", flush=True)
 
-    for dist in distributions(path=[path]):
-        if dist.metadata["Name"] == "infty":
-            return dist.version
-    return "?"
+
+ROWSETS = {
+    "regimes": [  # (label, --regime): the old default first
+        ("seed-only, exact restore (off, exact)", "off-exact"),
+        ("lean (off, subtractive restore)", "off-lean"),
+        ("fast (on, exact restore)", "on-exact"),
+        ("fast (on, subtractive restore)", "on-lean"),
+        ("auto (model_numel given), exact restore", "auto-exact"),
+    ],
+    "compare": [
+        ("fast (on, exact restore)", "on-exact"),
+        ("fast (on, subtractive restore)", "on-lean"),
+        ("lean (off, subtractive restore)", "off-lean"),
+        ("default (auto, model_numel given, exact restore)", "auto-exact"),
+    ],
+}
+
+
+def _rows(args) -> list[tuple[str, str | None]]:
+    rows = list(ROWSETS[args.rowset])
+    if args.before:
+        rows.insert(0, (f"before: zeroflow from {args.before}", "before-exact"))
+    if args.infty:
+        rows.append(("INFTY ZeroFlow(zo_sgd), re-implemented", None))
+    return rows
+
+
+def _title(args) -> str:
+    scope = "every tensor (full backbone) + head" if args.full else "adapters + cosine head"
+    return (f"# {args.backbone}, batch {args.batch}, {scope} trained; zo-sgd, momentum "
+            f"{args.momentum:g}, no weight decay; {_device_line(args.device)}; "
+            f"torch {torch.__version__}")
+
+
+def _growth_row(args, child, q, regime, repeats=None):
+    if regime is None:
+        return child("infty", q, repeats=repeats)
+    if regime.startswith("before:"):  # --compare: DIR's code in the given regime
+        return child("zo-sgd", q, regime.removeprefix("before:"), args.before, repeats)
+    path = args.before if regime.startswith("before") else None
+    return child("zo-sgd", q, regime, path, repeats)
 
 
 def regimes(args, child) -> None:
     """zo-sgd's step regimes (and the old code, and INFTY, when asked) on one model."""
-    rows = list(REGIMES)
-    if args.before:
-        rows.insert(0, (f"before: zeroflow from {args.before}", "before-exact"))
-    if args.infty:
-        if not os.path.isdir(os.path.join(args.infty_dir, "infty")):
-            subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                            "--target", args.infty_dir, "infty"], check=True)
-        rows.append((f"INFTY {_infty_version(args.infty_dir)} ZeroFlow(zo_sgd)", None))
-    scope = "every tensor (full backbone) + head" if args.full else "adapters + cosine head"
-    dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
-        f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)")
-    print(f"# {args.backbone}, batch {args.batch}, {scope} trained; zo-sgd, momentum 0, no "
-          f"weight decay; {dev}; torch {torch.__version__}")
+    rows = _rows(args)
+    print(_title(args))
     inf = child("inference", 1, "inference-exact")
     print(f"# inference: {inf['ms']:.1f} ms per forward, growth {inf['rise_mb']:.0f} MB; "
           "each row times its own forwards (fwd ms) interleaved with its steps")
-    header = ["regime", "q", "passes/step", "step ms", "fwd ms", "step/(2q fwd)",
-              "growth MB"]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
+    _table_head(["regime", "q", "passes/step", "step ms", "fwd ms", "step/(2q fwd)",
+                 "growth MB"])
     for q in args.q:
         for label, regime in rows:
-            if regime is None:
-                r = child("infty", q)
-            else:
-                path = args.before if regime.startswith("before") else None
-                r = child("zo-sgd", q, regime, path)
-            cells = [label, str(q), f"{r['passes']:.0f}", f"{r['ms']:.0f}", f"{r['fwd_ms']:.0f}",
-                     f"{r['ms'] / (2 * q * r['fwd_ms']):.2f}", f"{r['rise_mb']:.0f}"]
-            print("| " + " | ".join(cells) + " |", flush=True)
+            r = _growth_row(args, child, q, regime)
+            _table_row([label, str(q), f"{r['passes']:.0f}", f"{r['ms']:.0f}",
+                        f"{r['fwd_ms']:.0f}", f"{r['ms'] / (2 * q * r['fwd_ms']):.2f}",
+                        f"{r['rise_mb']:.0f}"])
         if args.interleave:
-            r = child("interleave", q)
-            what = "optimizer's own work per step (free loss)" if args.overhead else "step"
-            print(f"\n# q = {q}, every regime round-robin in one process (same load for all): "
-                  f"inference forward {r['fwd_ms']:.0f} ms (median of all); {what}")
-            if args.overhead:
-                print("| regime | own ms | (2q fwd + own) / (2q fwd) | own / seed-only copy |")
-            else:
-                print("| regime | step ms | step/(2q fwd) | step / seed-only copy restore |")
-            print("|---|---|---|---|")
-            base = r["off-exact"]
-            for label, regime in rows:
-                key = "infty" if regime is None else regime
-                if key in r:
-                    two = 2 * q * r["fwd_ms"]
-                    ratio = (two + r[key]) / two if args.overhead else r[key] / two
-                    print(f"| {label} | {r[key]:.0f} | {ratio:.2f} | {r[key] / base:.2f} |",
-                          flush=True)
+            _print_round_robin(args, child, q, rows)
+
+
+def _print_round_robin(args, child, q, rows) -> dict:
+    """The one-process round-robin table (``interleaved``) for ``q``; returns its figures."""
+    r = child("interleave", q)
+    two = 2 * q * r["fwd_ms"]
+    ref = r.get("infty", r[rows[0][1] or "infty"])
+    ref_own = r.get("infty/own", r[(rows[0][1] or "infty") + "/own"])
+    name = "INFTY" if "infty" in r else rows[0][0]
+    two_cpu = 2 * q * r["fwd_cpu_ms"]
+    print(f"\n# q = {q}, every row round-robin in one process ({args.repeats} rounds after "
+          f"{args.warmup}, medians): inference forward {r['fwd_ms']:.0f} ms wall, "
+          f"{r['fwd_cpu_ms']:.0f} ms CPU; own = the step with a loss that runs no forward; "
+          f"beyond = step - 2q fwd - own; faults = minor page faults per step (fresh pages "
+          f"touched); CPU columns: the process's CPU time, all threads")
+    _table_head(["row", "step ms", "step/(2q fwd)", f"step/{name}", "own ms",
+                 f"own/{name} own", "beyond ms", "faults/step", "faults/own",
+                 "step CPU/(2q fwd CPU)", f"own CPU/{name} own CPU"])
+    for label, regime in rows:
+        key = "infty" if regime is None else regime
+        if key not in r:
+            continue
+        step, own = r[key], r[key + "/own"]
+        _table_row([label, f"{step['ms']:.0f}", f"{step['ms'] / two:.2f}",
+                    f"{step['ms'] / ref['ms']:.2f}", f"{own['ms']:.0f}",
+                    f"{own['ms'] / ref_own['ms']:.2f}",
+                    f"{step['ms'] - two - own['ms']:.0f}", f"{step['faults']:.0f}",
+                    f"{own['faults']:.0f}", f"{step['cpu_ms'] / two_cpu:.2f}",
+                    f"{own['cpu_ms'] / ref_own['cpu_ms']:.2f}"])
+    return r
+
+
+COMPARE_GROWTH_STEPS = 3  # --compare's memory rows: warm-up steps + at most this many
+
+
+def compare(args, child) -> None:
+    """zeroflow's fast, lean and default zo-sgd beside INFTY's step: time round-robin in one
+    process (full steps and own work), memory growth each row in its own process."""
+    rows = [row for row in _rows(args) if not (row[1] or "").startswith("before")]
+    if args.before:  # DIR's code in the same regimes, just before INFTY
+        rows[-1:-1] = [(f"before ({args.before}): {label}", "before:" + regime)
+                       for label, regime in ROWSETS["compare"]]
+    print(_title(args))
+    repeats = min(args.repeats, COMPARE_GROWTH_STEPS)  # the peak comes in the first steps
+    for q in args.q:
+        _print_round_robin(args, child, q, rows)
+        inf = child("inference", q, "inference-exact", repeats=repeats)
+        print(f"\n# q = {q}, memory: each row in its own process; growth = peak RSS during "
+              f"{args.warmup + repeats} steps over the RSS once built and warmed up "
+              f"(inference alone: {inf['rise_mb']:.0f} MB)")
+        _table_head(["row", "growth MB", "growth - INFTY's MB"])
+        growth = {label: _growth_row(args, child, q, regime, repeats)["rise_mb"]
+                  for label, regime in rows}
+        ref = growth[rows[-1][0]] if args.infty else None
+        for label, _ in rows:
+            _table_row([label, f"{growth[label]:.0f}",
+                        "-" if ref is None else f"{growth[label] - ref:+.0f}"])
+        print(flush=True)
 
 
 if __name__ == "__main__":

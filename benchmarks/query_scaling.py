@@ -118,7 +118,7 @@ def _sync_device(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="tiny")
     parser.add_argument("--device", default="cpu")
@@ -132,11 +132,23 @@ def main(argv=None) -> int:
                              "per worker actor)")
     parser.add_argument("--processes", action="store_true",
                         help="K torch.multiprocessing processes instead of Ray actors")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)  # the baseline gets what each worker gets
+    return parser
 
-    tmp = tempfile.mkdtemp(prefix="zf_query_scaling_")
-    config = _config(args, _random_weights(args.backbone, tmp))
+
+def measure(args) -> list[dict]:
+    """One row per (q, K): step seconds with K workers, the in-process step (K = 0) it is
+    compared with, speedup, the share of the step spent in calls and its overhead, and the
+    pickled bytes per worker per step. This process's torch threads are restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)  # the baseline gets what each worker gets
+    try:
+        with tempfile.TemporaryDirectory(prefix="zf_query_scaling_") as tmp:
+            return _measure(args, _config(args, _random_weights(args.backbone, tmp)))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure(args, config: dict) -> list[dict]:
     trial = Replica(config)  # this process's replica: the trial's learner and optimizer
     trial.sync(0, {}, None)
     opt = trial.steppers[0].main
@@ -174,22 +186,36 @@ def main(argv=None) -> int:
                 before = dict(vars(pool.stats))
                 t = timed(lambda pool=pool: pool.step(0, opt, closure, spec))
                 st = {key: value - before[key] for key, value in vars(pool.stats).items()}
-                share = st["ray_seconds"] / st["step_seconds"]
-                overhead = (st["ray_seconds"] - st["worker_seconds"]) / st["step_seconds"]
-                per_msg = (st["request_bytes"] + st["reply_bytes"]) / st["messages"]
-                rows.append((q, k, t, base[q] / t, share, overhead, per_msg))
+                rows.append({
+                    "q": q, "k": k, "step_s": t, "base_s": base[q], "speedup": base[q] / t,
+                    "in_calls": st["ray_seconds"] / st["step_seconds"],
+                    "overhead": (st["ray_seconds"] - st["worker_seconds"]) / st["step_seconds"],
+                    "bytes_per_worker_step": (st["request_bytes"] + st["reply_bytes"])
+                    / st["messages"]})
             pool.finish_task()
         finally:
             pool.close()
+    return sorted(rows, key=lambda r: (r["q"], r["k"]))
 
+
+def table(rows: list[dict]) -> list[str]:
+    """The rows as Markdown table lines."""
+    lines = ["| q | K | step ms | K=0 step ms | speedup | in calls | overhead | B/worker/step |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['q']} | {r['k']} | {r['step_s'] * 1e3:.1f} | "
+                     f"{r['base_s'] * 1e3:.1f} | {r['speedup']:.2f} | {r['in_calls']:.0%} | "
+                     f"{r['overhead']:.0%} | {r['bytes_per_worker_step']:.0f} |")
+    return lines
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    rows = measure(args)
     mode = "processes" if args.processes else "Ray actors"
     print(f"backbone {args.backbone}, device {args.device}, batch {args.batch}, {mode}, "
           f"torch threads {args.threads} here and per worker, {os.cpu_count()} CPUs")
-    print("| q | K | step ms | K=0 step ms | speedup | in calls | overhead | B/worker/step |")
-    print("|---|---|---|---|---|---|---|---|")
-    for q, k, t, speedup, share, overhead, per_msg in sorted(rows):
-        print(f"| {q} | {k} | {t * 1e3:.1f} | {base[q] * 1e3:.1f} | {speedup:.2f} | "
-              f"{share:.0%} | {overhead:.0%} | {per_msg:.0f} |")
+    print("\n".join(table(rows)))
     return 0
 
 

@@ -96,9 +96,9 @@ def count_draws(opt):
     calls = []
     block = opt.sampler.block
 
-    def counting(seed, k, like, dtype=None):
+    def counting(seed, k, like, dtype=None, out=None):
         calls.append(k)
-        return block(seed, k, like, dtype)
+        return block(seed, k, like, dtype, out)
 
     opt.sampler.block = counting
     return calls
@@ -200,3 +200,99 @@ def test_exact_restore_swaps_back_the_untouched_originals_even_when_the_closure_
         opt.step(failing)
     for p, (ptr, value) in zip(params, before):
         assert p.data_ptr() == ptr and torch.equal(p, value)
+
+
+@pytest.mark.parametrize("perturbation", ["gaussian", "rademacher"])
+@pytest.mark.parametrize("sparsity, resample", [(0.0, True), (0.5, True), (0.5, False)])
+def test_in_place_draws_are_the_fresh_draws(perturbation, sparsity, resample):
+    """A block drawn into reused storage (``out=``, the fast regime's buffer) holds the numbers
+    of a fresh draw, and those are what the directions always were: ``torch.randn`` or
+    ``torch.randint(0, 2)`` mapped to ±1 from the block's generator (then the mask)."""
+    from zeroflow.optim.perturb import DirectionSampler
+    from zeroflow.seeding import derive_seed
+
+    sampler = DirectionSampler(perturbation, sparsity, resample, seed=4)
+    for shape in [(3,), (17,), (40, 33)]:
+        like = torch.zeros(shape)
+        fresh = sampler.block(9, 2, like)
+        out = torch.full(shape, 7.0)
+        assert sampler.block(9, 2, like, out=out) is out
+        assert torch.equal(out, fresh)
+        gen = torch.Generator().manual_seed(derive_seed(9, 2))
+        if perturbation == "gaussian":
+            z = torch.randn(shape, generator=gen)
+        else:
+            z = torch.randint(0, 2, shape, generator=gen).to(torch.float32) * 2 - 1
+        if sparsity == 0:
+            assert torch.equal(fresh, z)
+        else:
+            kept = fresh != 0
+            assert int((~kept).sum()) == int(sparsity * like.numel())
+            assert torch.equal(fresh[kept], z[kept])
+
+
+def test_threaded_fill_equals_block_by_block_draws():
+    """A direction large enough to be drawn by several threads holds, in every dtype's
+    accumulation type, exactly the blocks drawn one by one; an error in a thread surfaces."""
+    from zeroflow.optim import perturb
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        like = [torch.zeros(700, 1000), torch.zeros(300, 1000, dtype=torch.bfloat16),
+                torch.zeros(5, dtype=torch.float64), torch.zeros(400_000)]
+        assert sum(t.numel() for t in like) >= perturb.PARALLEL_MIN_NUMEL
+        sampler = perturb.DirectionSampler("gaussian", 0.1, True, seed=1)
+        outs = [torch.empty_like(t, dtype=perturb.accumulation_dtype(t)) for t in like]
+        sampler.fill(11, outs)
+        for k, (t, out) in enumerate(zip(like, outs)):
+            assert out.dtype == perturb.accumulation_dtype(t)
+            assert torch.equal(out, sampler.block(11, k, t, perturb.accumulation_dtype(t)))
+        seen = []
+
+        def failing(k):
+            seen.append(k)
+            if k == 3:
+                raise RuntimeError("draw failed")
+
+        with pytest.raises(RuntimeError, match="draw failed"):
+            perturb.parallel_map(failing, [t.numel() for t in like])
+        assert 3 in seen and 0 in seen  # blocks 0 (the largest) and 3 run in different groups
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("q", [1, 3])
+def test_fast_step_reuses_its_storage_and_never_keeps_it_as_state(q):
+    """The fast regime's direction buffer and the exact restore's swapped-in set are allocated
+    once and reused by later steps; the state a step keeps (SGD's momentum buffer, made from
+    the first step's estimate) is never that storage, so the next draw cannot change it."""
+    params, loss = problem()()
+    opt = optim.build("zo-sgd", params, lr=0.05, q=q, momentum=0.9, direction_buffer="on")
+    opt.step(loss)
+    storage = {t.data_ptr() for s in opt._buffer._sets for t in s}
+    storage |= {t.data_ptr() for t in opt._work}
+    assert len(storage) == len(params) * (2 + (q > 1))
+    momentum = [opt.state[p]["momentum_buffer"].clone() for p in params]
+    assert not storage & {opt.state[p]["momentum_buffer"].data_ptr() for p in params}
+    opt.evaluate(loss, [123, 456])  # draws over the buffer, leaves θ and the state alone
+    for p, m in zip(params, momentum):
+        assert torch.equal(opt.state[p]["momentum_buffer"], m)
+    opt.step(loss)
+    assert storage == ({t.data_ptr() for s in opt._buffer._sets for t in s}
+                       | {t.data_ptr() for t in opt._work})
+
+
+@pytest.mark.parametrize("q", [1, 4])
+@pytest.mark.parametrize("name", ["zo-sgd", "zo-adam-conserve", "forward-grad"])
+def test_buffers_made_per_step_give_the_same_parameters(name, q, monkeypatch):
+    """Where buffers are not kept between steps (CUDA), each step makes and frees its own:
+    the same parameters bit for bit as the seed-only regime, and nothing kept."""
+    from zeroflow.optim.zo import ZeroOrderOptimizer
+
+    monkeypatch.setattr(ZeroOrderOptimizer, "keeps_buffers", staticmethod(lambda params: False))
+    p_on, opt_on = run(name, 4, direction_buffer="on", **hps(name, q, True))
+    p_off, _ = run(name, 4, direction_buffer="off", **hps(name, q, True))
+    assert opt_on.buffered and opt_on._buffer is None and opt_on._work is None
+    for a, b in zip(p_on, p_off):
+        assert torch.equal(a, b)

@@ -13,12 +13,23 @@ sum_i c_i z_i is accumulated as the scalars arrive. It holds one direction and o
 the trainable tensors' size, whatever q (at q = 1 the direction becomes the estimate: one), and
 its numbers equal the regenerated ones bit for bit (the same draws, the same float operations
 in the same order; the first term is c z where the regenerated sum computes 0 + c z, which
-differs only in the sign of zeros).
+differs only in the sign of zeros). Its storage is allocated once and redrawn in place every
+step: a fresh buffer of the trainable tensors' size each step costs, on CPU, the allocation
+and the first touch of every page (tens of ms for 88 MB), and the freed memory then makes the
+forward passes fault their activations in again.
+
+Blocks are independent streams (one generator per block), so a whole direction is drawn by up
+to ``torch.get_num_threads()`` threads at once on CPU (``DirectionSampler.fill``): the same
+numbers in any order, and the draw (one serial generator per block) is most of a fast step's
+own work.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -26,6 +37,7 @@ from zeroflow.seeding import derive_seed
 
 PERTURBATIONS = ("gaussian", "rademacher")
 _MASK_STREAM = 0x6D61736B  # keeps sparsity masks independent of the direction values
+PARALLEL_MIN_NUMEL = 1 << 20  # draw a direction in threads from this many values on (CPU)
 
 
 class DirectionSampler:
@@ -54,25 +66,40 @@ class DirectionSampler:
         self.sparsity = float(sparsity)
         self.sparsity_resample = bool(sparsity_resample)
         self.seed = int(seed)
-        self._generators: dict[torch.device, torch.Generator] = {}
+        self._local = threading.local()  # generators per thread (``fill`` draws in threads)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        del state["_local"]  # generators are re-made on first use
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
 
     def _generator(self, device: torch.device, seed: int) -> torch.Generator:
-        gen = self._generators.get(device)
+        generators = getattr(self._local, "generators", None)
+        if generators is None:
+            generators = self._local.generators = {}
+        gen = generators.get(device)
         if gen is None:
-            gen = self._generators[device] = torch.Generator(device=device)
+            gen = generators[device] = torch.Generator(device=device)
         gen.manual_seed(seed)
         return gen
 
     def block(self, direction_seed: int, k: int, like: torch.Tensor,
-              dtype: torch.dtype | None = None) -> torch.Tensor:
+              dtype: torch.dtype | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
         """The k-th block of direction ``direction_seed``, shaped like ``like`` and typed like
-        it (or ``dtype``); the draw is fp32 whatever the type, so every type sees the same z."""
+        it (or ``dtype``); the draw is fp32 whatever the type, so every type sees the same z.
+        ``out``: draw into this fp32 tensor shaped like ``like`` (the same numbers as a fresh
+        draw: ``randn`` is ``empty`` then ``normal_``, ``randint`` is ``random_``) and return it."""
         gen = self._generator(like.device, derive_seed(direction_seed, k))
+        z = out if out is not None else torch.empty(like.shape, device=like.device,
+                                                    dtype=torch.float32)
         if self.perturbation == "gaussian":
-            z = torch.randn(like.shape, generator=gen, device=like.device, dtype=torch.float32)
+            z.normal_(generator=gen)
         else:
-            z = torch.randint(0, 2, like.shape, generator=gen, device=like.device)
-            z = z.to(torch.float32).mul_(2).sub_(1)
+            z.random_(0, 2, generator=gen).mul_(2).sub_(1)
         if self.sparsity > 0:
             n = z.numel()
             n_zero = int(self.sparsity * n)
@@ -85,6 +112,20 @@ class DirectionSampler:
             idx = torch.randperm(n, generator=gen, device=like.device)[:n_zero]
             z.view(-1)[idx] = 0.0
         return z.to(like.dtype if dtype is None else dtype)
+
+    def fill(self, direction_seed: int, outs: Sequence[torch.Tensor]) -> None:
+        """outs[k] <- block k of direction ``direction_seed``, in place, for every k (each out
+        shaped like its tensor, in its accumulation type). On CPU a large direction is drawn by
+        up to ``torch.get_num_threads()`` threads, the blocks split by size."""
+
+        def draw(k: int) -> None:
+            out = outs[k]
+            if out.dtype == torch.float32:
+                self.block(direction_seed, k, out, out=out)
+            else:  # fp64 tensors: the fp32 draw, widened (what ``block`` returns for them)
+                out.copy_(self.block(direction_seed, k, out))
+
+        parallel_map(draw, [o.numel() for o in outs], all(o.device.type == "cpu" for o in outs))
 
     def combine(
         self, direction_seeds: Sequence[int], coeffs: Sequence[float], k: int, like: torch.Tensor,
@@ -109,26 +150,95 @@ def accumulation_dtype(like: torch.Tensor) -> torch.dtype:
     return torch.promote_types(like.dtype, torch.float32)
 
 
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, executor)
+_POOL_LOCK = threading.Lock()
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """The draw threads, made on first use in this process (re-made after a fork)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid() or _POOL[1] < workers:
+            if _POOL is not None and _POOL[0] == os.getpid():
+                _POOL[2].shutdown(wait=False)  # a larger one replaces it
+            _POOL = (os.getpid(), workers,
+                     ThreadPoolExecutor(workers, thread_name_prefix="zeroflow-draw"))
+        return _POOL[2]
+
+
+def parallel_map(fn: Callable[[int], None], sizes: Sequence[int], cpu: bool = True) -> None:
+    """fn(k) for every k, in this thread or, on CPU when the sizes add up to at least
+    ``PARALLEL_MIN_NUMEL``, split into ``torch.get_num_threads()`` groups of about equal total
+    size (largest first) that run at once, this thread running one. Raises the first error
+    after every group has finished."""
+    threads = min(torch.get_num_threads(), len(sizes))
+    if not cpu or threads < 2 or sum(sizes) < PARALLEL_MIN_NUMEL:
+        for k in range(len(sizes)):
+            fn(k)
+        return
+    groups: list[list[int]] = [[] for _ in range(threads)]
+    loads = [0] * threads
+    for k in sorted(range(len(sizes)), key=lambda k: -sizes[k]):
+        g = loads.index(min(loads))
+        groups[g].append(k)
+        loads[g] += sizes[k]
+
+    def run(group: list[int]) -> None:
+        for k in group:
+            fn(k)
+
+    futures = [_executor(threads - 1).submit(run, group) for group in groups[1:]]
+    try:
+        run(groups[0])
+    finally:
+        for future in futures:
+            future.exception()  # wait for every group before anything is raised or reused
+    for future in futures:
+        future.result()
+
+
 class DirectionBuffer:
     """One direction of every tensor, drawn once from its seed and reused (the fast regime).
 
-    ``select(seed)`` draws direction ``seed`` over the previous one, block by block (peak: one
-    direction plus one block); ``perturb(scale)`` is ``perturb_`` with the drawn blocks;
-    ``accumulate(c)`` adds c * z to the estimate, which ``estimate()`` hands to the update.
-    Blocks are kept in the accumulation type, so the estimate is ``combine``'s bit for bit.
+    ``select(seed)`` draws direction ``seed`` in place over the previous one; ``perturb(scale)``
+    is ``perturb_`` with the drawn blocks; ``accumulate(c)`` adds c * z to the estimate, which
+    ``estimate()`` hands to the update. Blocks are kept in the accumulation type, so the
+    estimate is ``combine``'s bit for bit. The storage (one set of the tensors' size; a second
+    from the second direction of a step on) is kept for the next step, which starts with
+    ``reset()``: the estimate handed out is overwritten by the next step's draw.
     """
 
     def __init__(self, sampler: DirectionSampler, params: Sequence[torch.Tensor]):
         self.sampler, self.params = sampler, list(params)
-        self.blocks: list[torch.Tensor | None] = [None] * len(self.params)
+        self._sets: list[list[torch.Tensor]] = []  # the first direction / estimate, the others
+        self.reset()
+
+    def reset(self) -> None:
+        """Begin a step: no direction drawn, no estimate (the storage is kept)."""
+        self.blocks: list[torch.Tensor] | None = None
         self.sums: list[torch.Tensor] | None = None
         self.seeds: list[int] = []
 
+    def _set(self, i: int) -> list[torch.Tensor]:
+        while len(self._sets) <= i:
+            self._sets.append([torch.empty_like(p, dtype=accumulation_dtype(p))
+                               for p in self.params])
+        return self._sets[i]
+
     def select(self, direction_seed: int) -> None:
-        for k, p in enumerate(self.params):
-            self.blocks[k] = None  # free the old block before drawing the new one
-            self.blocks[k] = self.sampler.block(direction_seed, k, p, accumulation_dtype(p))
+        blocks = self._set(0 if self.sums is None else 1)  # never over the estimate
+        self.blocks = None
+        self.sampler.fill(direction_seed, blocks)
+        self.blocks = blocks
         self.seeds.append(direction_seed)
+
+    def free_direction(self) -> None:
+        """Free the storage of the drawn directions, keeping the estimate (a buffer that is
+        not kept for the next step, before the update)."""
+        self.blocks = None
+        del self._sets[1:]
+        if self.sums is None:
+            self._sets.clear()
 
     def tangents(self) -> list[torch.Tensor]:
         """The drawn blocks in each tensor's own type (Forward-Grad's tangents)."""
@@ -149,7 +259,7 @@ class DirectionBuffer:
         up to the sign of zeros), so q = 1 holds one buffer and skips a pass."""
         if self.sums is None:
             self.sums = [z.mul_(float(coeff)) for z in self.blocks]
-            self.blocks = [None] * len(self.params)
+            self.blocks = None
             return
         for s, z in zip(self.sums, self.blocks):
             s.add_(z, alpha=float(coeff))

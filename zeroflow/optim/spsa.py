@@ -12,8 +12,9 @@ written: θ ± mu z is computed into a second set of tensors of the trainable te
 is swapped in (``p.data``) for the forward pass, and the untouched originals are swapped back,
 so in every dtype the parameters after the step's perturbations are the originals bit for bit,
 with no copy passes (θ ± mu z is the same float operation as in place). The second set is the
-size of the *trainable* tensors only (an adapter set: ~1.4 % of a ViT-B/16), freed when the
-step ends. (Conserve keeps a plain copy: ``Restorer``.)
+size of the *trainable* tensors only (an adapter set: ~1.4 % of a ViT-B/16); the optimizer
+keeps it for its next step (``work``), since allocating and first touching it anew each step
+costs time on CPU. (Conserve keeps a plain copy: ``Restorer``.)
 With ``exact_restore=False`` (MeZO's way) θ is restored by subtracting mu z again: no copy at all,
 but floating-point rounding leaves θ off by about one ulp per perturbation in fp32, and by far
 more in fp16/bf16, whose 8- or 11-bit mantissas round θ ± mu z to a coarse grid (at mu = 1e-3 a
@@ -111,14 +112,25 @@ class _SeedDirections:
             torch.add(src, self.sampler.block(self.seed, k, src), alpha=scale, out=out)
 
 
-class _Swapper:
-    """Exact restore without copies: θ + s z goes into a second set of tensors that is swapped
-    in for the forward pass; ``restore`` swaps the untouched originals back."""
+def work_set(params: Sequence[torch.Tensor],
+             work: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """``work`` if it still matches ``params`` (shape, type, device, layout), else a new set
+    of tensors like them: the exact restore's swapped-in set, kept from step to step."""
+    if work is not None and len(work) == len(params) and all(
+            w.shape == p.shape and w.dtype == p.dtype and w.device == p.device
+            and w.stride() == p.stride() for w, p in zip(work, params)):
+        return work
+    return [torch.empty_like(p.detach()) for p in params]
 
-    def __init__(self, params: Sequence[torch.Tensor]):
+
+class _Swapper:
+    """Exact restore without copies: θ + s z goes into a second set of tensors (``work``) that
+    is swapped in for the forward pass; ``restore`` swaps the untouched originals back."""
+
+    def __init__(self, params: Sequence[torch.Tensor], work: list[torch.Tensor] | None = None):
         self.params = params
         self.originals = [p.data for p in params]
-        self.work = [torch.empty_like(o) for o in self.originals]
+        self.work = work_set(self.originals, work)
 
     def perturbed(self, dirs, scale: float) -> None:
         dirs.write(self.originals, self.work, scale)
@@ -152,16 +164,19 @@ def spsa_evaluate(
     buffer: DirectionBuffer | None = None,
     coeff: Callable[[float], float] | None = None,
     leave_last: bool = False,
+    work: list[torch.Tensor] | None = None,
 ) -> Estimate:
     """Evaluate the SPSA scalars for the given direction seeds; θ is unchanged on return
     (except with ``leave_last``, see the module docstring).
 
     buffer: draw each direction once into it; with ``coeff`` also accumulate coeff(c_i) z_i.
+    work: the exact restore's swapped-in set from an earlier call (``work_set``), reused when
+    it still matches.
     """
     if difference not in DIFFERENCES:
         raise ValueError(f"difference must be one of {DIFFERENCES}, got {difference!r}")
     exact = bool(exact_restore)
-    swap = _Swapper(params) if exact else None
+    swap = _Swapper(params, work) if exact else None
     dirs = buffer if buffer is not None else _SeedDirections(params, sampler)
     scalars: list[float] = []
     unrestored = None

@@ -52,6 +52,12 @@ Step regimes (``direction_buffer``), equal in their numbers for the same seeds:
   one direction + one estimate whatever q, one draw per direction. Bit for bit the seed-only
   numbers, with either restore. ``evaluate`` alone (query workers) uses the buffer for θ ± mu z;
   ``apply`` of pairs from elsewhere regenerates.
+
+On CPU the direction buffer and the exact restore's swapped-in set are allocated once and
+reused by every step (held between steps: ``keeps_buffers``), which keeps a step from paying
+to allocate and first-touch them anew (and its forwards from faulting their activations in
+again after the free); on CUDA they are freed after each step, as the caching allocator makes
+new ones cheap.
 * ``"auto"`` (default): fast when the trainable tensors are under ``AUTO_SHARE`` (10 %) of the
   model's parameters (``model_numel``, when the caller gives it), else lean; without
   ``model_numel``, fast when they hold at most ``AUTO_MAX_NUMEL`` values (the two buffers then
@@ -67,7 +73,7 @@ import torch
 
 from zeroflow.optim.forward_grad import jvp_evaluate
 from zeroflow.optim.perturb import DirectionBuffer, DirectionSampler, perturb_
-from zeroflow.optim.spsa import DIFFERENCES, Estimate, Restorer, spsa_evaluate
+from zeroflow.optim.spsa import DIFFERENCES, Estimate, Restorer, spsa_evaluate, work_set
 from zeroflow.seeding import derive_seed
 
 RULES = ("sgd", "adam")
@@ -209,6 +215,8 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
         self.direction_buffer = direction_buffer
         self.buffered = resolve_direction_buffer(
             direction_buffer, sum(p.numel() for p in self._params()), model_numel)
+        self._buffer: DirectionBuffer | None = None  # kept from step to step, never saved
+        self._work: list[torch.Tensor] | None = None
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
@@ -223,15 +231,47 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
         step = self._counters()["step"]
         return [derive_seed(self.seed, step, i) for i in range(self.q)]
 
+    @staticmethod
+    def keeps_buffers(params: list[torch.Tensor]) -> bool:
+        """Whether the step's parameter-sized buffers (direction buffer, swapped-in set) are
+        kept from step to step: on CPU, where allocating and first touching them anew costs
+        time every step; on CUDA the caching allocator reuses freed memory anyway, so they are
+        freed after each step and memory between steps stays the model's."""
+        return all(p.device.type == "cpu" for p in params)
+
+    def _direction_buffer(self, params: list[torch.Tensor]) -> DirectionBuffer | None:
+        """The fast regime's buffer for a new step (None in the seed-only regimes): kept
+        (``self._buffer``) and reused while the trainable tensors stay the same, or a new one."""
+        if not self.buffered:
+            return None
+        if not self.keeps_buffers(params):
+            return DirectionBuffer(self.sampler, params)
+        buf = self._buffer
+        if buf is None or len(buf.params) != len(params) or any(
+                a is not b or a.shape != s for a, b, s in zip(buf.params, params, self._shapes)):
+            buf = self._buffer = DirectionBuffer(self.sampler, params)
+            self._shapes = [p.shape for p in params]
+        buf.reset()
+        return buf
+
+    def _work_set(self, params: list[torch.Tensor]) -> list[torch.Tensor] | None:
+        """The exact restore's swapped-in set, kept from the previous step when it matches
+        (None: the evaluation makes its own and frees it)."""
+        if not self.exact_restore or self.estimator == "jvp" or not self.keeps_buffers(params):
+            return None
+        self._work = work_set(params, self._work)
+        return self._work
+
     # ----------------------------------------------------------------------------- halves
     def evaluate(self, closure: Callable[[], torch.Tensor], seeds: list[int]) -> Estimate:
         """The evaluate half: projected-gradient scalars for ``seeds``; θ unchanged."""
         counted = self._counted(closure)
+        params = self._params()
         if self.estimator == "jvp":
-            return jvp_evaluate(counted, self._params(), self.sampler, seeds)
-        buffer = DirectionBuffer(self.sampler, self._params()) if self.buffered else None
-        return spsa_evaluate(counted, self._params(), self.sampler, seeds, self.mu,
-                             self.difference, self.exact_restore, buffer)
+            return jvp_evaluate(counted, params, self.sampler, seeds)
+        return spsa_evaluate(counted, params, self.sampler, seeds, self.mu,
+                             self.difference, self.exact_restore,
+                             self._direction_buffer(params), work=self._work_set(params))
 
     def _coefficients(self, scalars: list[float], n: int) -> list[float]:
         """The update's c_i of (1/q) sum_i c_i z_i: the scalar, or its sign (``projected``)."""
@@ -302,7 +342,7 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
             raise ValueError("forward-pass optimizers need a closure that returns the loss")
         seeds, params = self.direction_seeds(), self._params()
         counted = self._counted(closure)
-        buffer = DirectionBuffer(self.sampler, params) if self.buffered else None
+        buffer = self._direction_buffer(params)
         n = len(seeds)
 
         def coeff(c: float) -> float:
@@ -313,11 +353,13 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
         else:
             estimate = spsa_evaluate(counted, params, self.sampler, seeds, self.mu,
                                      self.difference, self.exact_restore, buffer, coeff,
-                                     leave_last=buffer is None and not self.conserve)
+                                     leave_last=buffer is None and not self.conserve,
+                                     work=self._work_set(params))
         blocks = None
         if buffer is not None:
             blocks = buffer.estimate(seeds)
-            buffer.blocks = []  # the direction is no longer needed: free it before the update
+            if buffer is not self._buffer:
+                buffer.free_direction()  # not kept: free the direction before the update
         self._apply(estimate, closure, blocks=blocks)
         return step_loss(estimate)
 
@@ -329,15 +371,20 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
 
         commit: +1 stores the rule's new state, -1 stores it with the first moment negated,
         0 stores nothing (a Conserve candidate being tried). blocks: the estimate sum_i c_i z_i
-        already accumulated (else regenerated from the seeds; the same floats). restore:
+        already accumulated (else regenerated from the seeds; the same floats); it is the
+        direction buffer's storage, so it is used up here but never kept as state. restore:
         (seed, scale), θ += scale z_seed first, drawn with the estimate's own draw of z_seed.
         """
+        kept = self._buffer is not None and blocks is self._buffer.sums
         k = 0
         for group in self.param_groups:
             lr, wd = group["lr"], group["weight_decay"]
             for p in group["params"]:
-                if blocks is not None:  # Conserve updates several times: keep the sums intact
-                    g = blocks[k].clone() if self.conserve else blocks[k]
+                if blocks is not None:  # Conserve updates several times: keep the sums intact;
+                    # SGD's first momentum step keeps g as its buffer: never the kept storage
+                    keeps = (kept and self.rule == "sgd" and group["momentum"] != 0
+                             and "momentum_buffer" not in self.state[p])
+                    g = blocks[k].clone() if self.conserve or keeps else blocks[k]
                     g = g.to(p.dtype)
                 else:
                     g = self.sampler.combine(seeds, coeffs, k, p, restore=restore and (
