@@ -284,12 +284,11 @@ def register_dataset(name: str, loader: Callable[[Path, int, bool], tuple[Datase
         (int(init), int(inc)), class_order))
 
 
-def folder_dataset(root: Path, image_size: int, name: str | None = None,
-                   ) -> tuple[Dataset, Dataset]:
+def folder_dataset(root: str | os.PathLike, image_size: int) -> tuple[Dataset, Dataset]:
     """``(train, test)`` from an ImageFolder layout ``<root>/{train,test}/<class>/<image>``
     (the same class folders in both), as the built-in folder datasets read it."""
-    root = Path(root)
-    return _load_folder(name or root.name, root.parent, image_size, False)
+    root = Path(root).expanduser().absolute()
+    return _load_folder(root.name, root.parent, image_size, False)
 
 
 def load_dataset(
