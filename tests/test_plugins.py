@@ -66,6 +66,30 @@ register_method("{method}", Probe)
 '''
 
 
+@pytest.fixture(autouse=True)
+def _registries_as_before():
+    """What a test registers, and the plugin modules it imports, are gone after it: the
+    registries are per process, and other modules' tests expect the built-ins alone."""
+    from zeroflow import plugins
+    from zeroflow.models import BACKBONES
+    from zeroflow.report.ordering import order
+
+    registries = [optim.REGISTRY, methods.METHODS, data.DATASETS, BACKBONES]
+    saved = [dict(r._entries) for r in registries]
+    loaded, specs = dict(plugins._LOADED), dict(plugins._SPECS)
+    yield
+    for registry, entries in zip(registries, saved):
+        registry._entries = entries
+    new = {m.split(".")[0] for m in set(plugins._LOADED) - set(loaded)}
+    for name in [n for n in sys.modules if n.split(".")[0] in new]:
+        del sys.modules[name]
+    plugins._LOADED.clear()
+    plugins._LOADED.update(loaded)
+    plugins._SPECS.clear()
+    plugins._SPECS.update(specs)
+    order.cache_clear()
+
+
 @pytest.fixture
 def plugin(tmp_path):
     """A plugin module in a temporary folder; unique names (the registries live per process)."""
@@ -104,6 +128,10 @@ def test_registration_functions_refuse_taken_names_and_bad_entries():
     with pytest.raises(ConfigError, match="not a subclass"):
         methods.register_method(f"m-{tag}", object)
     assert methods.get_method("aper").__name__ == "Aper"
+    from zeroflow.models import register_backbone
+
+    with pytest.raises(ConfigError, match="backbone 'tiny' is already registered"):
+        register_backbone("tiny")(lambda weights: None)
     with pytest.raises(ConfigError, match="unknown method 'nope'"):
         methods.get_method("nope")
     load = data.DATASETS["digits"].loader
@@ -162,7 +190,11 @@ def test_contract_checks_pass_for_built_ins_and_catch_broken_optimizers():
 def test_plugin_optimizer_and_method_pass_the_contract_checks(plugin, tmp_path):
     from zeroflow import plugins
 
-    plugins.load([plugin["path"]])
+    (loaded,) = plugins.load([plugin["path"]])
+    assert loaded.module == plugin["module"] and loaded.source == plugin["path"]
+    env = plugins.runtime_env()  # what a driver starting Ray hands its workers
+    assert plugin["path"] in env["py_modules"]
+    assert plugin["module"] in env["env_vars"]["ZEROFLOW_PLUGINS"].split(",")
     check_optimizer(plugin["opt"])
     check_method(plugin["method"], tmp_path, optimizer=plugin["opt"])
 
@@ -242,6 +274,8 @@ def test_two_trial_sweep_with_plugins_and_its_report(plugin, tmp_path):
     assert sorted(r.data.params["optimizer"] for r in children) == sorted(
         ["zo-sgd", plugin["opt"]])
     assert all(r.data.params["plugins"] == plugin["path"] for r in children)
+    assert all(r.data.params[f"plugin.{plugin['module']}"].startswith("sha256:")
+               for r in children)
     report = build_report(["plug"], uri)
     text = report.text()
     rows = [line for line in text.splitlines() if "Plain" in line]

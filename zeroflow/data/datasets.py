@@ -259,16 +259,13 @@ DATASETS: Registry[DatasetInfo] = Registry("dataset", {
 def register_dataset(name: str, loader: Callable[[Path, int, bool], tuple[Dataset, Dataset]], *,
                      num_classes: int, split: tuple[int, int], layout: str = "",
                      class_order=None) -> DatasetInfo:
-    """Register dataset ``name`` (stable API; a taken name is a ``ConfigError``).
-
-    loader: ``loader(data_root: Path, image_size: int, download: bool) -> (train, test)``, each
-    giving ``(x [3, S, S] in [0, 1], original label)`` with ``.targets``, ``.num_classes``,
-    ``.classes``, ``set_epoch(seed, epoch)`` and ``eval_view()`` (``folder_dataset`` makes
-    such a pair from an ImageFolder layout). split: the default (init_cls, increment).
-    class_order: None shuffles by the trial's ``order_seed`` (PILOT's); a permutation of
-    ``range(num_classes)`` fixes it. layout: where the data is read from, for error messages."""
+    """Register dataset ``name`` (stable API; a taken name is a ``ConfigError``). loader:
+    ``(data_root, image_size, download) -> (train, test)`` as the module docstring describes
+    (plus ``eval_view()``; ``folder_dataset`` makes such a pair from an ImageFolder layout);
+    split: the default (init_cls, increment); class_order: None shuffles by ``order_seed``
+    (PILOT's), a permutation fixes it; layout: where the data is read from, for errors."""
     if not callable(loader):
-        raise ConfigError(f"dataset {name!r}: loader must be callable(data_root, image_size, "
+        raise ConfigError(f"dataset {name!r}: loader must be a function (data_root, image_size, "
                           "download) -> (train, test)")
     init, inc = split
     if not (1 <= init <= num_classes and inc >= 1 and (num_classes - init) % inc == 0):
