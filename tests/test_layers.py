@@ -10,13 +10,13 @@ import zeroflow
 PACKAGE = Path(zeroflow.__file__).parent
 
 LAYERS = [  # bottom first
-    {"registry", "seeding", "errors", "metrics", "plotting"},
+    {"registry", "seeding", "errors", "metrics", "plotting", "plugins"},
     {"optim", "methods", "models", "data"},
     {"config"},
     {"observers", "batches", "steppers", "assembly", "checkpoint", "evaluation"},
     {"analysis", "distributed"},
     {"trial"},
-    {"tracking"},
+    {"tracking", "testing"},
     {"sweep", "report"},
     {"cli"},
 ]

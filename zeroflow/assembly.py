@@ -23,7 +23,7 @@ def resolve_device(name: str) -> torch.device:
 
 def build_learner(config: TrialConfig, device: torch.device):
     """Data scenario, backbone and the method's learner for ``config``."""
-    from zeroflow.data import Scenario, load_dataset
+    from zeroflow.data import DATASETS, Scenario, load_dataset
     from zeroflow.methods import create_learner
     from zeroflow.models import create_backbone
 
@@ -32,7 +32,8 @@ def build_learner(config: TrialConfig, device: torch.device):
                                image_size=model.image_size, download=config.download)
     try:
         scenario = Scenario(train, test, config.init_cls, config.increment, config.order_seed,
-                            samples_per_class=config.samples_per_class)
+                            samples_per_class=config.samples_per_class,
+                            order=DATASETS.lookup(config.dataset).class_order)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     return create_learner(config.method, model, scenario, config), scenario

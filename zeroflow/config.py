@@ -93,8 +93,16 @@ class TrialConfig:
     track_task_losses: int = field(default=0, metadata=_range(0))  # probe every N steps; 0 off
     sharpness: bool = False  # perturbation sharpness after each task
     sharpness_hessian: bool = False  # and the top Hessian eigenvalue (needs sharpness)
+    # modules imported before any name is resolved (zeroflow.plugins): "pkg.mod,path/to/x.py"
+    plugins: str = ""
 
     def __post_init__(self):
+        from zeroflow import plugins
+
+        if isinstance(self.plugins, (list, tuple)):
+            self.plugins = ",".join(str(p) for p in self.plugins)
+        self.plugins = ",".join(plugins.absolute(p) for p in plugins.parse(self.plugins or ""))
+        plugins.load(self.plugins)  # registers their names before the checks below
         for f in fields(self):
             setattr(self, f.name, _coerce(f, getattr(self, f.name)))
             _check(f, getattr(self, f.name))
@@ -111,7 +119,9 @@ class TrialConfig:
     # -------------------------------------------------------------------- derived values
     @property
     def rule(self) -> str:
-        return "adam" if "adam" in self.optimizer else "sgd"
+        """The update rule, for the default lr: adam for the Adam family, else sgd."""
+        family = _registry("optimizers")[self.optimizer].family
+        return "adam" if "adam" in self.optimizer or family == "Adam" else "sgd"
 
     @property
     def resolved_lr(self) -> float:

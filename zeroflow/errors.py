@@ -39,3 +39,7 @@ class QueryWorkerError(ZeroflowError):
     """A query worker that failed, could not be (re-)created, or whose replica differs."""
 
     retryable = True  # a lost node or actor: a retry on other nodes can succeed
+
+
+class PluginError(ConfigError):
+    """A plugin module that cannot be found or fails while loading (names it and the fix)."""

@@ -1,6 +1,14 @@
-"""Datasets and class-incremental scenarios."""
+"""Datasets and class-incremental scenarios; ``register_dataset`` (stable, public) adds a
+dataset, e.g. from a plugin (docs/extending.md)."""
 
-from zeroflow.data.datasets import DATASETS, load_dataset
+from zeroflow.data.datasets import (
+    DATASETS,
+    DatasetInfo,
+    folder_dataset,
+    load_dataset,
+    register_dataset,
+)
 from zeroflow.data.scenario import Scenario, class_order
 
-__all__ = ["DATASETS", "Scenario", "class_order", "load_dataset"]
+__all__ = ["DATASETS", "DatasetInfo", "Scenario", "class_order", "folder_dataset", "load_dataset",
+           "register_dataset"]

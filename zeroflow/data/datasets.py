@@ -226,14 +226,16 @@ def _load_folder(name: str, root: Path, image_size: int, download: bool):
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A registered dataset: its full class count, where it is read from, its loader, and its
-    default class-incremental split (classes of the first task, classes per later task)."""
+    """A registered dataset: its full class count, where it is read from, its loader, its
+    default class-incremental split (classes of the first task, classes per later task) and
+    its class order (None: PILOT's shuffle by ``order_seed``; else a fixed permutation)."""
 
     name: str
     num_classes: int
     layout: str
     loader: Callable[[Path, int, bool], tuple[Dataset, Dataset]]
     split: tuple[int, int]
+    class_order: tuple[int, ...] | None = None
 
 
 # the paper's splits (10 tasks each) and the embedded default's (5 tasks)
@@ -252,6 +254,38 @@ DATASETS: Registry[DatasetInfo] = Registry("dataset", {
                                ("omnibenchmark", 300, (30, 30)))
     },
 })
+
+
+def register_dataset(name: str, loader: Callable[[Path, int, bool], tuple[Dataset, Dataset]], *,
+                     num_classes: int, split: tuple[int, int], layout: str = "",
+                     class_order=None) -> DatasetInfo:
+    """Register dataset ``name`` (stable API; a taken name is a ``ConfigError``). loader:
+    ``(data_root, image_size, download) -> (train, test)`` as the module docstring describes
+    (plus ``eval_view()``; ``folder_dataset`` makes such a pair from an ImageFolder layout);
+    split: the default (init_cls, increment); class_order: None shuffles by ``order_seed``
+    (PILOT's), a permutation fixes it; layout: where the data is read from, for errors."""
+    if not callable(loader):
+        raise ConfigError(f"dataset {name!r}: loader must be a function (data_root, image_size, "
+                          "download) -> (train, test)")
+    init, inc = split
+    if not (1 <= init <= num_classes and inc >= 1 and (num_classes - init) % inc == 0):
+        raise ConfigError(f"dataset {name!r}: split={split!r} does not cut {num_classes} "
+                          "classes into whole tasks; choose init + k*increment == num_classes")
+    if class_order is not None:
+        class_order = tuple(int(c) for c in class_order)
+        if sorted(class_order) != list(range(num_classes)):
+            raise ConfigError(f"dataset {name!r}: class_order must be a permutation of "
+                              f"range({num_classes})")
+    return DATASETS.add(str(name).lower(), DatasetInfo(
+        str(name).lower(), int(num_classes), layout or "(plugin loader)", loader,
+        (int(init), int(inc)), class_order))
+
+
+def folder_dataset(root: str | os.PathLike, image_size: int) -> tuple[Dataset, Dataset]:
+    """``(train, test)`` from an ImageFolder layout ``<root>/{train,test}/<class>/<image>``
+    (the same class folders in both), as the built-in folder datasets read it."""
+    root = Path(root).expanduser().absolute()
+    return _load_folder(root.name, root.parent, image_size, False)
 
 
 def load_dataset(

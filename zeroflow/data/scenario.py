@@ -80,9 +80,11 @@ class Scenario:
         order_seed: int | None = 1993,
         shuffle: bool = True,
         samples_per_class: int | None = None,
+        order: Sequence[int] | None = None,
     ):
         """``samples_per_class`` keeps only the first N train and N test samples of every class
-        (quick experiments and smoke tests); None keeps everything."""
+        (quick experiments and smoke tests); None keeps everything. ``order``: a fixed class
+        order (a dataset's registered one) instead of the seeded shuffle."""
         num_classes = int(train.num_classes)
         if int(test.num_classes) != num_classes:
             raise ConfigError(
@@ -103,7 +105,11 @@ class Scenario:
         self.init_cls = init_cls
         self.increment = increment
         self.n_tasks = 1 + (num_classes - init_cls) // increment
-        self.order = class_order(num_classes, order_seed, shuffle)
+        self.order = (class_order(num_classes, order_seed, shuffle) if order is None
+                      else [int(c) for c in order])
+        if sorted(self.order) != list(range(num_classes)):
+            raise ConfigError(f"class order {self.order} is not a permutation of "
+                              f"range({num_classes}); fix the dataset's registered class_order")
         self._label_map = np.empty(num_classes, dtype=np.int64)
         self._label_map[np.asarray(self.order, dtype=np.int64)] = np.arange(num_classes)
         self.train = train

@@ -25,6 +25,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from zeroflow import plugins
 from zeroflow.assembly import resolve_device
 from zeroflow.distributed.lockstep import LockStepPool
 from zeroflow.distributed.replica import Replica, Reply, Request, trainable_checksum
@@ -66,7 +67,8 @@ class QueryPool(LockStepPool):
         self._own_ray = False
         if not ray.is_initialized():
             n_cpus = max(os.cpu_count() or 1, math.ceil(self.n * config.worker_cpus))
-            ray.init(num_cpus=n_cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=n_cpus, include_dashboard=False, log_to_driver=False,
+                     runtime_env=plugins.runtime_env() or None)  # the trial's plugins
             self._own_ray = True
         self.cpus, self.gpus = float(config.worker_cpus), float(config.worker_gpus)
         self.placement_group = ray.util.get_current_placement_group()

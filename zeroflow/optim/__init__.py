@@ -1,4 +1,5 @@
-"""The optimizer registry: ``build(name, params, **hparams)`` is the one way to make one.
+"""The optimizer registry: ``build(name, params, **hparams)`` is the one way to make one;
+``register_optimizer`` (stable, public) adds one, e.g. from a plugin (docs/extending.md).
 
 Each named optimizer is a ``torch.optim.Optimizer`` with ``step(closure)`` returning the loss,
 ``forward_passes``, ``uses_backward`` (does the closure call backward?) and an exact
@@ -18,9 +19,9 @@ import torch
 
 from zeroflow.errors import ConfigError
 from zeroflow.optim.fo import FOSGD, FOAdam
-from zeroflow.optim.schedule import HybridSchedule, fo_counterpart
+from zeroflow.optim.schedule import HybridSchedule
 from zeroflow.optim.spsa import Estimate
-from zeroflow.optim.zo import ZeroOrderOptimizer
+from zeroflow.optim.zo import CountingOptimizer, ZeroOrderOptimizer
 from zeroflow.registry import Registry
 
 _SPSA = ("lr", "mu", "q", "seed", "weight_decay", "perturbation", "difference", "history",
@@ -63,8 +64,50 @@ REGISTRY: Registry[OptimizerSpec] = Registry("optimizer", {
     ),
 })
 
+# the built-ins (the paper's nine); ``REGISTRY.names()`` has plugins' too
 NAMES: tuple[str, ...] = REGISTRY.names()
 FIRST_ORDER: tuple[str, ...] = tuple(n for n, s in REGISTRY.items() if s.factory.uses_backward)
+FAMILIES = ("SGD", "Adam", "")  # the update rule a report files an optimizer under
+STRATEGIES = ("FO", "ZO", "Sign", "Conserve", "Forward")  # the paper's; plugins may add others
+
+
+def register_optimizer(name: str, factory: Callable[..., torch.optim.Optimizer], *,
+                       accepts, fixed: dict | None = None, family: str = "",
+                       strategy: str = "ZO") -> OptimizerSpec:
+    """Register optimizer ``name`` (stable API; a taken name is a ``ConfigError``).
+
+    factory: ``factory(params, **hparams)``, a ``torch.optim.Optimizer`` class with the
+    contract of ``zeroflow.testing.check_optimizer``: ``uses_backward`` (False for a
+    forward-pass one), ``forward_passes``, an exact ``state_dict`` round trip and, to run with
+    query workers, ``direction_seeds``/``evaluate``/``apply`` as ``ZeroOrderOptimizer`` has.
+    accepts: the trial keys it takes (from ``lr``, ``mu``, ``q``, ``seed``, ``weight_decay``,
+    ``momentum``, ``perturbation``, ``difference``, ``history``, ``sparsity``,
+    ``model_numel``); ``build`` refuses others. fixed: options always passed (those also in
+    ``accepts`` can be overridden). family/strategy: where reports file it (its update rule:
+    ``SGD``, ``Adam`` or ``""``; ``ZO``, ``Sign``, ``Conserve``, ``Forward``, ``FO`` or a new
+    strategy of its own)."""
+    if not callable(factory) or not isinstance(getattr(factory, "uses_backward", None), bool):
+        raise ConfigError(f"optimizer {name!r}: factory must be an optimizer class with "
+                          "uses_backward = True/False (subclass zeroflow.optim.ZeroOrderOptimizer "
+                          "or CountingOptimizer)")
+    accepts = (accepts,) if isinstance(accepts, str) else tuple(accepts)
+    if not all(isinstance(a, str) and a for a in accepts):
+        raise ConfigError(f"optimizer {name!r}: accepts must be hyper-parameter names, "
+                          f"got {accepts!r}")
+    if family not in FAMILIES:
+        raise ConfigError(f"optimizer {name!r}: family={family!r}; use one of "
+                          f"{', '.join(repr(f) for f in FAMILIES)}")
+    if not isinstance(strategy, str) or not strategy:
+        raise ConfigError(f"optimizer {name!r}: strategy must be a non-empty name (e.g. 'ZO')")
+    return REGISTRY.add(name, OptimizerSpec(factory, accepts, dict(fixed or {}), family,
+                                            strategy))
+
+
+def fo_counterpart(name: str) -> str:
+    """The first-order optimizer a forward-pass one hands over from in the hybrid schedule:
+    fo-adam for the Adam family, fo-sgd otherwise."""
+    spec = REGISTRY.get(name)
+    return "fo-adam" if "adam" in name or (spec and spec.family == "Adam") else "fo-sgd"
 
 
 def accepted_hparams(name: str) -> tuple[str, ...]:
@@ -81,7 +124,7 @@ def report_order() -> list[str]:
     registration order within a family (the paper's: SGD's FO, ZO, Sign, Conserve, then Adam's,
     then Forward-Grad)."""
     families = list(dict.fromkeys(s.family for s in REGISTRY.values()))
-    return sorted(NAMES, key=lambda n: families.index(REGISTRY[n].family))
+    return sorted(REGISTRY.names(), key=lambda n: families.index(REGISTRY[n].family))
 
 
 def build(name: str, params, **hparams) -> torch.optim.Optimizer:
@@ -101,6 +144,6 @@ def build(name: str, params, **hparams) -> torch.optim.Optimizer:
         raise ConfigError(f"optimizer {name!r}: {err}") from None
 
 
-__all__ = ["NAMES", "FIRST_ORDER", "REGISTRY", "Estimate", "HybridSchedule", "OptimizerSpec",
-           "ZeroOrderOptimizer", "build", "accepted_hparams", "fo_counterpart", "is_first_order",
-           "report_order"]
+__all__ = ["NAMES", "FIRST_ORDER", "REGISTRY", "CountingOptimizer", "Estimate", "HybridSchedule",
+           "OptimizerSpec", "ZeroOrderOptimizer", "accepted_hparams", "build", "fo_counterpart",
+           "is_first_order", "register_optimizer", "report_order"]

@@ -6,12 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-def fo_counterpart(name: str) -> str:
-    """The first-order optimizer a forward-pass one hands over from: fo-adam for the Adam
-    family, fo-sgd otherwise."""
-    return "fo-adam" if "adam" in name else "fo-sgd"
-
-
 @dataclass(frozen=True)
 class HybridSchedule:
     """Runs FO for epochs [0, fo_epochs) of every task, ZO after; fo_epochs = 0 is pure ZO."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from zeroflow.errors import ReportError
+from zeroflow.errors import ReportError, ZeroflowError
 from zeroflow.report import render
 from zeroflow.report.figures import make_figures
 from zeroflow.report.grid import Table
@@ -56,7 +56,9 @@ def build_report(experiments: list[str] | None = None, tracking_uri: str | None 
                  rows: list[str] | None = None, cols: list[str] | None = None,
                  include_stopped: bool = False) -> Report:
     runset = load_runs(experiments, tracking_uri, include_stopped=include_stopped)
+    unloaded = load_plugins(runset)
     tables = [table1(runset), table2(runset)]
+    tables[0].remarks += unloaded
     tables += [t for t in (enhancement_table(runset, "history"),
                            enhancement_table(runset, "sparsity"), sharpness_table(runset))
                if t is not None]
@@ -73,6 +75,28 @@ def build_report(experiments: list[str] | None = None, tracking_uri: str | None 
                               "name each key once")
         tables.append(pivot(runset, rows, cols))
     return Report(runset, tables)
+
+
+def load_plugins(runset: RunSet) -> list[str]:
+    """Import the plugins the runs name (their ``plugins`` param and ``plugin.<module>``
+    params), so that their optimizers and methods are filed by registered family, strategy and
+    order; returns a remark for each that cannot be imported here (its rows then show the name
+    alone)."""
+    from zeroflow import plugins
+    from zeroflow.report.ordering import order
+
+    specs = dict.fromkeys(s for r in runset.runs for s in plugins.parse(r.config.get("plugins")))
+    specs.update(dict.fromkeys(k[len("plugin."):] for r in runset.runs for k in r.config
+                               if k.startswith("plugin.")))
+    remarks = []
+    for spec in specs:
+        try:
+            plugins.load([spec])
+        except ZeroflowError as err:  # the plugin is not installed here
+            remarks.append(f"plugin {spec} is not importable here, so its rows show names "
+                           f"only: {err}")
+    order.cache_clear()
+    return remarks
 
 
 def write_report(report: Report, out: str | Path = "report",

@@ -58,8 +58,11 @@ def _frequent_experiment_state() -> None:
 
 def _init_ray(address: str | None, log_to_driver: bool = True) -> bool:
     """Join the cluster at ``address`` (or ``$RAY_ADDRESS``, which ``ray job submit`` sets for
-    its driver), else start Ray on this machine. Returns whether it joined a cluster."""
+    its driver), else start Ray on this machine. Returns whether it joined a cluster. The
+    plugins the space loaded travel to every worker (``zeroflow.plugins.runtime_env``)."""
     import ray
+
+    from zeroflow import plugins
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
@@ -72,6 +75,8 @@ def _init_ray(address: str | None, log_to_driver: bool = True) -> bool:
         kwargs["address"] = address
     else:
         kwargs["include_dashboard"] = False
+    if plugins.runtime_env():
+        kwargs["runtime_env"] = plugins.runtime_env()
     ray.init(**kwargs)
     return bool(address)
 

@@ -4,6 +4,7 @@ Space files are YAML (read with ``yaml.safe_load``, never evaluated) and validat
 every trial config included, before anything starts or is written::
 
     name: quickstart
+    plugins: [my_zo.py]                                        # optional: zeroflow.plugins
     base: {dataset: digits, epochs: 3}                         # fixed trial keys
     grid: {optimizer: [fo-sgd, zo-sgd], method: [ease, aper]}  # tune.grid_search per key
     sample: {lr: {loguniform: [1.0e-4, 1.0e-1]}}               # optional, with run.num_samples

@@ -13,8 +13,8 @@ from zeroflow.errors import ConfigError
 from zeroflow.sweep.resolve import matches
 from zeroflow.sweep.search import check_scheduler, check_search
 
-SPACE_KEYS = ("name", "description", "base", "grid", "sample", "overrides", "search", "scheduler",
-              "resources", "run")
+SPACE_KEYS = ("name", "description", "plugins", "base", "grid", "sample", "overrides", "search",
+              "scheduler", "resources", "run")
 RUN_KEYS = {"max_failures": 0, "max_concurrent": 1, "num_samples": 1}
 RESOURCE_KEYS = ("cpu", "gpu")
 SAMPLERS = {"loguniform": 2, "uniform": 2, "randint": 2, "choice": None}
@@ -32,6 +32,8 @@ def check_space(path, raw, name: str | None) -> dict[str, Any]:
     if unknown:
         fail(path, f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(SPACE_KEYS)}")
     base = raw.get("base") or {}
+    if raw.get("plugins") is not None:
+        base = {**base, "plugins": check_plugins(path, raw["plugins"], base.get("plugins"))}
     grids = raw.get("grid") or {}
     grids = grids if isinstance(grids, list) else [grids]
     sample = raw.get("sample") or {}
@@ -85,6 +87,24 @@ def check_space(path, raw, name: str | None) -> dict[str, Any]:
               f"choices); united grids run with algorithm: grid")
     return dict(name=space_name, base=base, grids=grids, sample=sample, resources=resources,
                 run=run, overrides=overrides, search=search, scheduler=scheduler)
+
+
+def check_plugins(path, value, in_base) -> str:
+    """The space's ``plugins: [...]`` (with base's ``plugins``, if any) as the trial key: paths
+    made absolute relative to the space file, every module imported (so a missing one fails
+    here, naming it)."""
+    from zeroflow import plugins
+
+    if not isinstance(value, (list, str)) or not all(
+            isinstance(p, str) for p in (value if isinstance(value, list) else [value])):
+        fail(path, "plugins must be a list of module names or paths (e.g. plugins: [my_zo])")
+    specs = [plugins.absolute(p, path.parent) for p in plugins.parse(value)]
+    specs += [p for p in plugins.parse(in_base) if p not in specs]
+    try:
+        plugins.load(specs)
+    except ConfigError as err:
+        fail(path, str(err))
+    return ",".join(specs)
 
 
 def check_rules_match(path, space) -> None:

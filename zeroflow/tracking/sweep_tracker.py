@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from zeroflow import plugins
 from zeroflow.tracking.results import flatten, matrix_from_history, series_points
 from zeroflow.tracking.store import (
     artifact_location,
@@ -136,7 +137,8 @@ class SweepTracker:
                 tags[PARENT_TAG] = self.parent_id
             run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
             run_id = run.info.run_id
-            self._log_params(run_id, flatten(config))
+            # each plugin loaded here (the trial's, entry points') with its version or hash
+            self._log_params(run_id, {**flatten(config), **plugins.params()})
             self._logged_steps[run_id] = -1
         self._runs[trial_id] = run_id
         return run_id
