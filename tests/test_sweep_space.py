@@ -288,3 +288,19 @@ def test_run_names_state_what_differs_method_first():
     assert run_name(config, ["optimizer", "method", "q"]) == "ease · zo-sgd · q4"
     assert run_name(config, ["lr", "seed", "optimizer"]) == "zo-sgd · lr 0.003 · seed 1"
     assert run_name(config, []) == "trial"
+
+
+def test_the_space_kept_beside_a_sweep_names_its_plugin_files_by_absolute_path(tmp_path):
+    """``zeroflow resume`` reads the space from the sweep's folder: a plugin path relative to
+    the original space file must still resolve there."""
+    import yaml
+
+    from zeroflow.sweep.driver import _portable_text
+
+    (tmp_path / "my_zo.py").write_text("")
+    text = "# mine\nname: s\nplugins: [my_zo.py, some.module]\nbase: {epochs: 1}\n"
+    kept = yaml.safe_load(_portable_text(text, tmp_path))
+    assert kept["plugins"] == [str(tmp_path / "my_zo.py"), "some.module"]
+    assert kept["base"] == {"epochs": 1} and kept["name"] == "s"
+    plain = "# mine\nname: s\nplugins: [some.module]\n"
+    assert _portable_text(plain, tmp_path) == plain  # nothing to fix: the text as written

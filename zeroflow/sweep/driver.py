@@ -139,7 +139,8 @@ def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
                                    space.text, stopper=space.scheduler and search.describe(
                                        space.scheduler))
     storage_mod.make_private_dir(experiment)
-    storage_mod.write_text(storage_mod.join(experiment, SPACE_COPY), space.text)
+    storage_mod.write_text(storage_mod.join(experiment, SPACE_COPY),
+                           _portable_text(space.text, Path(space_path).parent))
     storage_mod.write_text(storage_mod.join(experiment, SWEEP_INFO),
                            json.dumps({"tracking_uri": uri}))
     trainable = tune.with_resources(zeroflow_trainable, TrialResources(space.resources))
@@ -236,6 +237,22 @@ def resume_sweep(name_or_path: str, *, storage: str | os.PathLike | None = None,
         zeroflow_trainable, TrialResources(space.resources)), param_space=space.param_space(),
         resume_errored=True)
     return tuner.fit(), space
+
+
+def _portable_text(text: str, folder: Path) -> str:
+    """The space file's text as kept beside the sweep: with plugin paths relative to the space
+    file made absolute (``zeroflow resume`` reads the copy from another folder); the text as
+    written otherwise."""
+    import yaml
+
+    from zeroflow import plugins
+
+    raw = yaml.safe_load(text)
+    specs = plugins.parse(raw.get("plugins")) if isinstance(raw, dict) else ()
+    fixed = [plugins.absolute(spec, folder) for spec in specs]
+    if list(specs) == fixed:
+        return text
+    return yaml.safe_dump({**raw, "plugins": fixed}, sort_keys=False)
 
 
 def _clear_staged_state(path: str) -> None:
