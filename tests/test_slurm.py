@@ -378,7 +378,8 @@ def test_a_signalled_job_stops_cleanly_and_resumes_its_sweep_when_requeued(slurm
     (SLURM_RESTART_COUNT=1), resumes the sweep instead of refusing it as existing, and every
     trial ends FINISHED in one MLflow run."""
     uri = slurm.env["MLFLOW_TRACKING_URI"]
-    space = _space(slurm.root, "slurm_requeue", max_concurrent=1)
+    # trials long enough (4 epochs of 6 batches per task) that the signal lands in one
+    space = _space(slurm.root, "slurm_requeue", max_concurrent=1, epochs=4, limit_batches=6)
     job_id = slurm.sbatch(f"--nodes={len(slurm.nodes)}", str(SCRIPT), str(space),
                           "--storage", str(slurm.root / "runs"))
 

@@ -304,6 +304,7 @@ KEY_HELP = {
     "track_task_losses": "log every task's training loss every N steps (0: off)",
     "sharpness": "perturbation sharpness of the loss after each task",
     "sharpness_hessian": "also the Hessian's top eigenvalue (needs sharpness)",
+    "plugins": "modules or .py files to import first, comma-separated (docs/extending.md)",
 }
 
 
