@@ -84,16 +84,18 @@ class MLflowSweepCallback(_tune_callback_base()):
             self._guard("check of unknown trials", self._abandon_unknown, trials)
 
     def _abandon_unknown(self, trials) -> None:
-        """A run left RUNNING by a trial that Tune's restored state does not hold (the searcher
-        suggested it after the last save; the search goes on without it) is ended: KILLED,
-        with the reason as a tag, so that it is neither counted nor left open."""
+        """A run of a trial that Tune's restored state does not hold (the searcher suggested it,
+        or it ended, after the last save; the search goes on without it) is set aside: tagged
+        with the reason, KILLED if it was left RUNNING, so that it is neither counted twice
+        nor left open."""
         ended = self.tracker.abandon_unknown(
             {t.trial_id for t in trials},
-            "not in Tune's saved state when the sweep resumed (started just before the driver "
-            "stopped); the search went on without it")
+            "not in Tune's saved state when the sweep resumed (started or ended just before "
+            "the driver stopped); the search went on without it")
         if ended:
-            logger.warning("zeroflow: %d trial run(s) unknown to the resumed sweep ended as "
-                           "KILLED (tag zeroflow.abandoned): %s", len(ended), ", ".join(ended))
+            logger.warning("zeroflow: %d trial run(s) unknown to the resumed sweep set aside "
+                           "(tag zeroflow.abandoned; running ones KILLED): %s", len(ended),
+                           ", ".join(ended))
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._guard("trial start", self._run, trial, True)

@@ -224,17 +224,20 @@ class SweepTracker:
         self.client.set_terminated(run_id, status="KILLED")
 
     def abandon_unknown(self, known: set[str], reason: str) -> list[str]:
-        """End as KILLED, tagged ``TAG_ABANDONED`` with ``reason``, every RUNNING trial run of
-        this sweep whose trial id is not in ``known``; their ids."""
-        where = (f"tags.`{TAG_ROLE}` = 'trial' and tags.`{PARENT_TAG}` = '{self.parent_id}' "
-                 "and attributes.status = 'RUNNING'")
+        """Tag ``TAG_ABANDONED`` with ``reason`` every trial run of this sweep whose trial id is
+        not in ``known`` (RUNNING ones also end as KILLED): a run of a trial that Tune's
+        restored state lost, whose work the resumed sweep does again under another id; their
+        ids."""
+        where = f"tags.`{TAG_ROLE}` = 'trial' and tags.`{PARENT_TAG}` = '{self.parent_id}'"
         ended = []
         for run in self._search(where):
             trial_id = run.data.tags.get(TAG_TRIAL)
-            if trial_id not in known:
-                self.client.set_tag(run.info.run_id, TAG_ABANDONED, reason)
+            if trial_id in known or TAG_ABANDONED in run.data.tags:
+                continue
+            self.client.set_tag(run.info.run_id, TAG_ABANDONED, reason)
+            if run.info.status == "RUNNING":
                 self.client.set_terminated(run.info.run_id, status="KILLED")
-                ended.append(trial_id)
+            ended.append(trial_id)
         return ended
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
