@@ -418,8 +418,9 @@ def test_a_signalled_job_stops_cleanly_and_resumes_its_sweep_when_requeued(slurm
     fields = slurm.wait_job(job_id)
     report = slurm.report(job_id)
     assert fields["JobState"] == "COMPLETED" and fields["ExitCode"] == "0:0", report
+    output = (slurm.root / f"zeroflow-{job_id}.out").read_text(errors="replace")  # all of it
     assert ("zeroflow.sbatch: restarted by Slurm (restart 1): resuming sweep slurm_requeue"
-            in report), report
+            in output), report
     runs = _trial_runs(uri, "slurm_requeue")
     assert sorted(r.data.params["optimizer"] for r in runs) == ["fo-sgd", "zo-sgd"], report
     assert all(r.info.status == "FINISHED" for r in runs), (
