@@ -46,18 +46,10 @@ def newest(fs, trial_path: str) -> Found | None:
     """The complete checkpoint folder with the highest task under ``trial_path`` on the pyarrow
     filesystem ``fs``: its marker parses and its ``trial.pt`` has the size the marker names (a
     checkpoint cut short by a kill is skipped). None if there is none."""
-    import pyarrow.fs
-
     from zeroflow.checkpoint import CHECKPOINT_FILE
 
-    try:
-        infos = fs.get_file_info(pyarrow.fs.FileSelector(trial_path, allow_not_found=True))
-    except OSError:
-        return None
-    folders = [i.path for i in infos if i.type == pyarrow.fs.FileType.Directory
-               and i.base_name.startswith("checkpoint_")]
     found = []
-    for folder in folders:
+    for folder in (i.path for i in _checkpoint_folders(fs, trial_path)):
         marker = _read_json(fs, f"{folder}/{MARKER}")
         if not isinstance(marker, dict) or not marker.get("results"):
             continue
@@ -70,15 +62,21 @@ def newest(fs, trial_path: str) -> Found | None:
 def highest_index(fs, trial_path: str) -> int:
     """The highest ``checkpoint_<n>`` folder number under ``trial_path`` (complete or not), -1 if
     there is none."""
+    numbers = [i.base_name[len("checkpoint_"):] for i in _checkpoint_folders(fs, trial_path)]
+    return max((int(n) for n in numbers if n.isdigit()), default=-1)
+
+
+def _checkpoint_folders(fs, trial_path: str) -> list:
+    """The ``checkpoint_*`` folders under ``trial_path`` (pyarrow FileInfos; none if the path
+    cannot be listed)."""
     import pyarrow.fs
 
     try:
         infos = fs.get_file_info(pyarrow.fs.FileSelector(trial_path, allow_not_found=True))
     except OSError:
-        return -1
-    numbers = [i.base_name[len("checkpoint_"):] for i in infos
-               if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("checkpoint_")]
-    return max((int(n) for n in numbers if n.isdigit()), default=-1)
+        return []
+    return [i for i in infos if i.type == pyarrow.fs.FileType.Directory
+            and i.base_name.startswith("checkpoint_")]
 
 
 def reported_results(checkpoint) -> list[dict] | None:
