@@ -141,3 +141,27 @@ def test_time_left_uses_the_concurrency_measured_over_time():
     clock.now = 40.0
     bar.on_step_end(0, trials)  # then one for 10 s, between an end and the next start
     assert bar.concurrency(1) == (2 * 30 + 1 * 10) / 40
+
+
+class CountedTrials(list):
+    """Ray's trial list, counting how often it is walked."""
+
+    walks = 0
+
+    def __iter__(self):
+        self.walks += 1
+        return super().__iter__()
+
+
+def test_steps_count_the_trials_at_most_once_a_second():
+    """Tune ends a step many times a second; walking every trial of a 1,000-trial sweep at each
+    would grow the driver's cost with the sweep."""
+    clock = Clock()
+    bar, _ = _bar(1000, clock, quiet_for=1e9)
+    trials = CountedTrials([_trial(i) for i in range(2)] + [
+        _trial(i, "TERMINATED") for i in range(2, 1000)])
+    for step in range(200):  # 2 s of steps every 10 ms
+        clock.now = step * 0.01
+        bar.on_step_end(0, trials)
+    assert trials.walks <= 3
+    assert bar.concurrency(0) == 2

@@ -7,7 +7,8 @@ anything in it is unpickled.
 
 The driver under test runs with ``TUNE_GLOBAL_CHECKPOINT_S=3600``: Tune saves its experiment
 state once, near the start, and never again before the kill, so that state lags everything
-that happened since (the worst case of the 2 s that sweeps use)."""
+that happened since (the worst case of the period sweeps use: 2 s up to 100 trials, then
+longer, see `zeroflow.sweep.driver.state_period`)."""
 
 import json
 import os

@@ -65,9 +65,9 @@ class MLflowSweepCallback(_tune_callback_base()):
         return self._tracker
 
     def _run(self, trial, reopen: bool = False) -> str:
-        return self.tracker.trial_run(trial.trial_id, run_name(trial.config, self.varying),
-                                      make_config(trial_config(trial.config)).to_dict(),
-                                      reopen=reopen)
+        return self.tracker.trial_run(  # the config is built only when a run is created
+            trial.trial_id, run_name(trial.config, self.varying),
+            lambda: make_config(trial_config(trial.config)).to_dict(), reopen=reopen)
 
     def _guard(self, what: str, fn, *args) -> None:
         try:
@@ -188,7 +188,7 @@ class MLflowSweepCallback(_tune_callback_base()):
                 self._stop(trial)
                 continue
             if status == "KILLED":
-                self.tracker.client.set_terminated(run_id, status="KILLED")
+                self.tracker.end_run(run_id, "KILLED")
                 continue
             for result in _checkpoint_results(trial):
                 self._log(trial, result)

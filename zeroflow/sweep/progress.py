@@ -40,6 +40,8 @@ def _names(names: list[str], most: int = 3) -> str:
 
 
 class ProgressLine(_tune_callback_base()):
+    SAMPLE_S = 1.0  # how often the running trials are counted for the mean concurrency
+
     def __init__(self, n_trials: int, varying: list[str], metric: str = "avg_accuracy",
                  mode: str = "max", every: float = 10.0, quiet_for: float = 60.0,
                  stream: TextIO | None = None, clock=time.monotonic):
@@ -94,12 +96,16 @@ class ProgressLine(_tune_callback_base()):
         self.print_line(trials)
 
     def on_step_end(self, iteration, trials, **info):
+        """Tune ends a step many times a second: counting its trials (all of them, ended ones
+        too) at each would cost the driver time growing with the sweep's size, so the running
+        trials are sampled at most once per ``SAMPLE_S``."""
         now = self.clock()
-        running = self.counts(trials)["running"]
-        if self.sampled_at is not None:  # the real concurrency: running trials over time
-            self.busy[0] += running * (now - self.sampled_at)
-            self.busy[1] += now - self.sampled_at
-        self.sampled_at = now
+        if self.sampled_at is None or now - self.sampled_at >= self.SAMPLE_S:
+            running = self.counts(trials)["running"]
+            if self.sampled_at is not None:  # the real concurrency: running trials over time
+                self.busy[0] += running * (now - self.sampled_at)
+                self.busy[1] += now - self.sampled_at
+            self.sampled_at = now
         if (self.pending and now - self.last_print >= self.every) or (
                 now - self.last_print >= self.quiet_for):
             self.print_line(trials)

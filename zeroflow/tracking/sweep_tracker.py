@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,12 @@ class SweepTracker:
         self._parent_id: str | None = None
         self._logged_steps: dict[str, int] = {}
         self._runs: dict[str, str] = {}
+        # what this process knows without asking the server (a sweep makes thousands of runs):
+        # the sweep's trial runs found at start (one paged search, not one per trial), each
+        # run's status, and the per-task metrics logged here into runs created here
+        self._found: dict[str, Any] | None = None
+        self._status: dict[str, str] = {}
+        self._logged: dict[str, dict[str, dict[int, float]]] = {}
 
     def _search(self, filter_string: str):
         return self.client.search_runs([self.experiment_id], filter_string=filter_string,
@@ -113,20 +120,22 @@ class SweepTracker:
         if space_text is not None:
             self.log_text(self.parent_id, space_text, "space.yaml")
 
-    def trial_run(self, trial_id: str, name: str, config: dict[str, Any],
+    def trial_run(self, trial_id: str, name: str, config: dict[str, Any] | Callable[[], dict],
                   nested: bool = True, reopen: bool = False) -> str:
         """The run of ``trial_id``: found again if it exists (resume; ``reopen`` marks it
         RUNNING again), else created as a child of the sweep's run (``nested``) or on its own
-        (``zeroflow run``)."""
+        (``zeroflow run``) with ``config`` (or what it returns, called only then) as params."""
         if trial_id in self._runs:
             if reopen:
-                self.client.update_run(self._runs[trial_id], status="RUNNING")
+                self._set_status(self._runs[trial_id], "RUNNING")
             return self._runs[trial_id]
-        found = self._search(f"tags.`{TAG_TRIAL}` = '{trial_id}'")
+        found = self._trial_runs(trial_id) if nested else self._search(
+            f"tags.`{TAG_TRIAL}` = '{trial_id}'")
         if found:
             run_id = found[0].info.run_id
+            self._status[run_id] = found[0].info.status
             if reopen:
-                self.client.update_run(run_id, status="RUNNING")
+                self._set_status(run_id, "RUNNING")
                 if TAG_ABANDONED in found[0].data.tags:  # its trial came back after all
                     self.client.delete_tag(run_id, TAG_ABANDONED)
             history = self.client.get_metric_history(run_id, "accuracy")
@@ -138,10 +147,35 @@ class SweepTracker:
             run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
             run_id = run.info.run_id
             # each plugin loaded here (the trial's, entry points') with its version or hash
+            config = config() if callable(config) else config
             self._log_params(run_id, {**flatten(config), **plugins.params()})
             self._logged_steps[run_id] = -1
+            self._status[run_id], self._logged[run_id] = "RUNNING", {}
         self._runs[trial_id] = run_id
         return run_id
+
+    def _trial_runs(self, trial_id: str) -> list:
+        """The run of ``trial_id`` among the trial runs of this sweep's run, all read by one
+        paged search the first time (a resumed sweep's; none at a launch): a run this process
+        did not find there was never made, since only this process writes the sweep's runs."""
+        if self._found is None:
+            self._found, token = {}, None
+            where = f"tags.`{TAG_ROLE}` = 'trial' and tags.`{PARENT_TAG}` = '{self.parent_id}'"
+            while True:
+                page = self.client.search_runs([self.experiment_id], filter_string=where,
+                                               max_results=1000, page_token=token)
+                self._found.update((r.data.tags.get(TAG_TRIAL), r) for r in page)
+                token = page.token
+                if not token:
+                    break
+        return [self._found[trial_id]] if trial_id in self._found else []
+
+    def _set_status(self, run_id: str, status: str) -> None:
+        if status == "RUNNING":
+            self.client.update_run(run_id, status=status)
+        else:
+            self.client.set_terminated(run_id, status=status)
+        self._status[run_id] = status
 
     def _log_params(self, run_id: str, params: dict[str, str]) -> None:
         from mlflow.entities import Param
@@ -169,9 +203,16 @@ class SweepTracker:
         for i in range(0, max(len(batch), 1), 1000):  # MLflow takes 1000 metrics per batch
             self.client.log_batch(run_id, metrics=batch[i : i + 1000], tags=tags if not i else [])
         self._logged_steps[run_id] = task
+        if run_id in self._logged:  # every task of this run went through here: keep them
+            for m in batch:
+                self._logged[run_id].setdefault(m.key, {})[m.step] = m.value
         return True
 
     def history(self, run_id: str) -> dict[str, dict[int, float]]:
+        """Every metric's values by step: kept here for a run this process made and logged
+        (no request), else read from MLflow (a run found again on resume)."""
+        if run_id in self._logged:
+            return {k: dict(v) for k, v in self._logged[run_id].items()}
         run = self.client.get_run(run_id)
         out = {}
         for key in run.data.metrics:
@@ -184,6 +225,7 @@ class SweepTracker:
         from mlflow.entities import Metric
 
         history = self.history(run_id)
+        self._logged.pop(run_id, None)  # read once: a later call asks MLflow
         logged = max(history.get("accuracy", {}), default=-1)  # step = task for this one
         matrix = matrix_from_history(history, max(n_tasks, logged + 1))
         if matrix.done:
@@ -203,7 +245,7 @@ class SweepTracker:
                 plot_accuracy_curve(matrix, png, title)
                 self.client.log_artifact(run_id, str(png))
         self.log_text(run_id, yaml.safe_dump(config, sort_keys=True), "config.yaml")
-        self.client.set_terminated(run_id, status=status)
+        self._set_status(run_id, status)
 
     def log_checkpoint(self, run_id: str, directory: str | os.PathLike) -> None:
         """The trial's final checkpoint (its trainable tensors: adapters, heads, prototypes,
@@ -221,7 +263,7 @@ class SweepTracker:
         tag; no final avg/last/forgetting, which would describe only the tasks it reached."""
         self.client.set_tag(run_id, TAG_STOPPED, reason)
         self.log_text(run_id, yaml.safe_dump(config, sort_keys=True), "config.yaml")
-        self.client.set_terminated(run_id, status="KILLED")
+        self._set_status(run_id, "KILLED")
 
     def abandon_unknown(self, known: set[str], reason: str) -> list[str]:
         """Tag ``TAG_ABANDONED`` with ``reason`` every trial run of this sweep whose trial id is
@@ -236,7 +278,7 @@ class SweepTracker:
                 continue
             self.client.set_tag(run.info.run_id, TAG_ABANDONED, reason)
             if run.info.status == "RUNNING":
-                self.client.set_terminated(run.info.run_id, status="KILLED")
+                self._set_status(run.info.run_id, "KILLED")
             ended.append(trial_id)
         return ended
 
@@ -247,7 +289,13 @@ class SweepTracker:
             self.client.log_artifact(run_id, str(path))
 
     def run_status(self, run_id: str) -> str:
-        return self.client.get_run(run_id).info.status
+        """As this process last set or found it; asked of MLflow only for a run it never saw."""
+        if run_id not in self._status:
+            self._status[run_id] = self.client.get_run(run_id).info.status
+        return self._status[run_id]
+
+    def end_run(self, run_id: str, status: str) -> None:
+        self._set_status(run_id, status)
 
     def finish_sweep(self, status: str = "FINISHED") -> None:
         if self._parent_id is not None or self._search(self._parent_filter()):
