@@ -207,15 +207,12 @@ def test_killed_driver_is_finished_by_resume_bit_for_bit(killed, tmp_path):
             assert run.data.metrics[key] == straight.summary[key], key
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open bug: resumed in the Ray session that resumed the original, the copy's restarted "
-    "trials persist their checkpoints into the original's trial folders (checkpoint_000005 "
-    "appears there) while their results go to the copy's; before checkpoints were written "
-    "past existing folders this overwrote the original's folders unseen"))
 def test_a_copied_sweep_folder_resumes_from_its_own_state(killed, tmp_path, monkeypatch,
                                                           capsys):
     """Two copies of one sweep resumed in one Ray session (as jobs on a long-lived cluster are):
-    the second must not restore the first one's state, which Ray stages under the same name."""
+    the second must not restore the first one's state, which Ray stages under the same name,
+    and the trials it starts must write to the copy, not to the folder named in Tune's saved
+    searcher state (the original's)."""
     import ray
 
     from zeroflow.sweep import resume_sweep

@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from zeroflow.config import make_config
 from zeroflow.errors import ConfigError
-from zeroflow.sweep import search
+from zeroflow.sweep import own_state, search
 from zeroflow.sweep import storage as storage_mod
 from zeroflow.sweep.plan import resolve_space
 from zeroflow.sweep.space import Space, load_space, trial_config, trial_name
@@ -249,7 +248,8 @@ def resume_sweep(name_or_path: str, *, storage: str | os.PathLike | None = None,
               f"launched with {launched}", file=sys.stderr, flush=True)
     _warn_cluster(path, _init_ray(address, log_to_driver=verbose > 0), uri)
     _frequent_experiment_state(space.n_trials)
-    _clear_staged_state(path)
+    own_state.clear_staged_state(path)  # a copy or a moved folder: its own state only
+    own_state.rebase_searcher_state(path)
     tuner = tune.Tuner.restore(path, trainable=tune.with_resources(
         zeroflow_trainable, TrialResources(space.resources)), param_space=space.param_space(),
         resume_errored=True)
@@ -270,19 +270,6 @@ def _portable_text(text: str, folder: Path) -> str:
     if list(specs) == fixed:
         return text
     return yaml.safe_dump({**raw, "plugins": fixed}, sort_keys=False)
-
-
-def _clear_staged_state(path: str) -> None:
-    """Ray stages a restored sweep's state on the driver under the Ray session, the launch's
-    timestamp and the folder's name, so every copy of one sweep resumed in the same Ray session
-    (a long-lived cluster) shares one staging folder, and a copy would restore the searcher
-    state another resume left there (seen: 1 trial of 3). Remove what earlier resumes of that
-    name left, so this one reads its own folder only. Resume one copy of a sweep at a time."""
-    from ray.train.constants import _get_ray_train_session_dir  # Ray's staging root
-
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    for staged in Path(_get_ray_train_session_dir()).glob(f"*/{name}/driver_artifacts"):
-        shutil.rmtree(staged, ignore_errors=True)
 
 
 def saved_space(path: str | os.PathLike) -> Space:
