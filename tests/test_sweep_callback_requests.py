@@ -80,3 +80,26 @@ def test_reads_do_not_grow_with_trials_or_reports():
         assert run.data.params["seed"] == run.data.tags["zeroflow.trial_id"][1:]
     parent = client.search_runs([experiment], "tags.`zeroflow.role` = 'sweep'")[0]
     assert parent.info.status == "FINISHED"
+
+
+def test_an_interrupted_sweep_opens_no_run_for_trials_that_never_started():
+    """Ctrl-C with trials still PENDING: the end-of-sweep reconciliation ends the started ones'
+    runs as KILLED and makes none for the others (a resume starts them and makes their runs)."""
+    callback = MLflowSweepCallback("interrupted", None, ["seed"], {"trials": 4})
+    callback.uri = None
+    callback.setup()
+    trials = [_trial(i) for i in range(4)]
+    callback.on_step_begin(0, trials)
+    callback.on_trial_start(0, trials, trials[0])
+    trials[0].last_result = _result(0)
+    callback.on_trial_result(0, trials, trials[0], trials[0].last_result)
+    for trial in trials[1:]:
+        trial.status = "PENDING"
+    callback.on_experiment_end(trials)
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("interrupted").experiment_id
+    runs = client.search_runs([experiment], "tags.`zeroflow.role` = 'trial'")
+    assert [(r.data.tags["zeroflow.trial_id"], r.info.status) for r in runs] == [("t0", "KILLED")]
+    parent = client.search_runs([experiment], "tags.`zeroflow.role` = 'sweep'")[0]
+    assert parent.info.status == "KILLED"

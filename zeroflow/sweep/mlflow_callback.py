@@ -176,6 +176,8 @@ class MLflowSweepCallback(_tune_callback_base()):
             status = "FAILED" if trial.status == "ERROR" or failure(trial.last_result) else (
                 "FINISHED" if complete or stopped else "KILLED")
             statuses.append(status)
+            if trial.status == "PENDING" and not self.tracker.has_trial_run(trial.trial_id):
+                continue  # never started (Ctrl-C): no run to end; a resume starts it
             run_id = self._run(trial)
             if self.tracker.run_status(run_id) != "RUNNING":
                 continue

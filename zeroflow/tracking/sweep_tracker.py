@@ -154,6 +154,10 @@ class SweepTracker:
         self._runs[trial_id] = run_id
         return run_id
 
+    def has_trial_run(self, trial_id: str) -> bool:
+        """Whether ``trial_id`` has a run in this sweep (made now or by an earlier driver)."""
+        return trial_id in self._runs or bool(self._trial_runs(trial_id))
+
     def _trial_runs(self, trial_id: str) -> list:
         """The run of ``trial_id`` among the trial runs of this sweep's run, all read by one
         paged search the first time (a resumed sweep's; none at a launch): a run this process
