@@ -137,10 +137,11 @@ def test_trajectories_cli_writes_csv_and_figures_and_paths_reach_task_2(tmp_path
     import csv
 
     from zeroflow import optim
-    from zeroflow.analysis.trajectories import START, TASKS
+    from zeroflow.analysis.toy_bowls import START, TASKS
 
     out = tmp_path / "traj"
-    assert main(["trajectories", "--q", "1", "4", "--steps", "150", "--out", str(out)]) == 0
+    assert main(["trajectories", "--problem", "sequential-bowls", "--q", "1", "4",
+                 "--steps", "150", "--out", str(out)]) == 0
     capsys.readouterr()
     with open(out / "trajectories.csv") as fh:
         reader = csv.DictReader(fh)

@@ -6,8 +6,8 @@ ZO-FC's flatness claim), measurable on any run:
 - ``sharpness``: mean loss increase under random Gaussian perturbations of the trained tensors
   (forward passes only) and the top Hessian eigenvalue by power iteration (``sharpness: true``,
   ``sharpness_hessian: true``).
-- ``trajectories``: the two-task 2-D toy run with every registered optimizer
-  (``zeroflow trajectories``).
+- ``trajectories``: every registered optimizer on a 2-D toy (``zeroflow trajectories``):
+  ``toy_infty``, the authors' toy (the default), or ``toy_bowls``; ``toy_problems`` runs a path.
 
 An analysis is an observer of the trial loop (``zeroflow.observers``): ``observers`` below
 builds those a config asks for; a new analysis is a new module and one line there. Importable

@@ -107,20 +107,22 @@ def _add_sweep_commands(sub) -> None:
 
 
 def _add_trajectories_command(sub) -> None:
-    from zeroflow.analysis.trajectories import DEFAULT_Q, DEFAULT_STEPS
+    from zeroflow.analysis.trajectories import DEFAULT_PROBLEM, DEFAULT_Q, PROBLEMS
 
-    traj = sub.add_parser("trajectories", help="the two-task 2-D toy with every optimizer: "
-                          "CSV and contour plots")
+    traj = sub.add_parser("trajectories", help="every optimizer on a 2-D toy: CSV and contour "
+                          "plots")
+    traj.add_argument("--problem", default=DEFAULT_PROBLEM, metavar="NAME",
+                      help=f"the toy (default: {DEFAULT_PROBLEM}): " + "; ".join(
+                          f"{n} = {p.summary}" for n, p in PROBLEMS.items()))
     traj.add_argument("--optimizers", nargs="+", metavar="NAME",
                       help="optimizers to run (default: every registered one)")
     traj.add_argument("--q", nargs="+", type=int, default=list(DEFAULT_Q),
                       help=f"query budgets of the ZO runs (default: {DEFAULT_Q})")
-    traj.add_argument("--steps", type=int, default=DEFAULT_STEPS,
-                      help=f"steps per task (default: {DEFAULT_STEPS})")
+    traj.add_argument("--steps", type=int, default=None,
+                      help="steps per task (default: the problem's, " + ", ".join(
+                          f"{n} {p.default_steps}" for n, p in PROBLEMS.items()) + ")")
     traj.add_argument("--out", default="trajectories", help="output folder")
     traj.set_defaults(func=_command("analysis", "cmd_trajectories"))
-
-
 
 
 def _keys_help() -> str:

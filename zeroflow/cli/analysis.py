@@ -1,5 +1,5 @@
 """``zeroflow report`` and ``zeroflow trajectories``: the paper's tables and figures from
-MLflow runs, and the two-task 2-D toy."""
+MLflow runs, and the 2-D toys."""
 
 from __future__ import annotations
 
@@ -22,10 +22,14 @@ def cmd_report(args) -> int:
 
 
 def cmd_trajectories(args) -> int:
-    say(f"the 2-D toy with {', '.join(args.optimizers) if args.optimizers else 'every optimizer'}"
-         f", {args.steps} steps per task")
-    from zeroflow.analysis.trajectories import write_trajectories
+    from zeroflow.analysis.trajectories import problem, write_trajectories
 
-    written = write_trajectories(args.out, args.optimizers, args.q, args.steps)
+    toy = problem(args.problem)
+    steps = args.steps if args.steps is not None else toy.default_steps
+    say(f"{toy.name}: {toy.summary}; "
+        f"{', '.join(args.optimizers) if args.optimizers else 'every optimizer'}, "
+        f"{steps} steps per task")
+    written = write_trajectories(args.out, args.optimizers, args.q, steps,
+                                 problem_name=args.problem)
     print(f"wrote {len(written)} files to {args.out}/: {', '.join(p.name for p in written)}")
     return 0
