@@ -255,7 +255,8 @@ def _print(rows: list[dict]) -> None:
               f"{1000 * r['server'] / n:20.1f} {r['report']:9.1f}")
     for r in rows:
         print(f"  {r['trials']}: {r['check']}; total driver CPU {r['cpu']:.1f} s, "
-              f"of which MLflow callback results {r['spent'].get('mlflow_result', 0):.1f} s")
+              f"wall time in the MLflow callback's result handling "
+              f"{r['spent'].get('mlflow_result', 0):.1f} s")
     if len(rows) > 1:
         a, b = rows[0], rows[-1]
 
