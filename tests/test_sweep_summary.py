@@ -52,3 +52,21 @@ def test_without_untrained_rows_there_is_no_gain_column():
                                    row("ease", "zo-sgd", 5, 84.0, 80.0)]),
                           ["optimizer"])
     assert "gain" not in table and "tie" not in table
+
+
+def test_over_seeds_each_row_gains_over_the_untrained_row_of_its_own_seed():
+    """A sweep over seeds: the baseline and the ties are per seed (one seed's untrained row is
+    no baseline for another's, and two seeds of one optimizer agreeing is no tie)."""
+    def seeded(seed, optimizer, epochs, avg, last):
+        config, metrics = row("zofc", optimizer, epochs, avg, last)
+        return {**config, "seed": seed}, metrics
+
+    results = Results([seeded(1, "zo-sgd", 0, 9.5, 6.0), seeded(2, "zo-sgd", 0, 19.0, 7.0),
+                       seeded(1, "fo-sgd", 5, 90.0, 82.0), seeded(2, "fo-sgd", 5, 90.0, 82.0),
+                       seeded(2, "zo-adam", 5, 85.0, 72.0)])
+    table = summary_table(results, ["method", "optimizer", "epochs", "seed"])
+    by = {(r.optimizer, r.seed): r for r in table.itertuples()}
+    assert by[("fo-sgd", 1)].gain == 90.0 - 9.5 and by[("fo-sgd", 2)].gain == 90.0 - 19.0
+    assert by[("zo-adam", 2)].gain == 85.0 - 19.0
+    assert by[("untrained", 1)].gain == 0.0 and by[("untrained", 2)].gain == 0.0
+    assert "tie" not in table

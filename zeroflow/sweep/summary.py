@@ -69,12 +69,12 @@ def summary_table(results, varying: list[str] | None = None):
 
 def _against_baseline(table):
     """With untrained rows (``epochs`` 0) in the sweep: each row's ``gain`` in avg over the
-    untrained row of its dataset and method (what training added), the untrained rows named
-    so; and a ``tie`` letter shared by trained rows of one dataset and method whose avg and
-    last agree to two decimals (their optimizers made no visible difference)."""
+    untrained row of its dataset, method and seed (what training added), the untrained rows
+    named so; and a ``tie`` letter shared by trained rows of one dataset, method and seed
+    whose avg and last agree to two decimals (their optimizers made no visible difference)."""
     if "avg" not in table:
         return table
-    group = [k for k in ("dataset", "method") if k in table]
+    group = [k for k in ("dataset", "method", "seed") if k in table]
     key = (lambda row: tuple(row[k] for k in group))  # noqa: E731
     untrained = table["epochs"] == 0 if "epochs" in table else table["avg"] != table["avg"]
     if untrained.any():
