@@ -21,6 +21,10 @@ from zeroflow.errors import ConfigError
 EASE_VARIANTS = ("standard", "omni")  # omni: EASE's official OmniBenchmark variant (README)
 FINETUNE_SCOPES = ("adapter", "full")  # full: the whole backbone, PILOT's finetune baseline
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
+# the enhancements' two forms (zeroflow.optim.enhance; docs/optimizers.md): ours | the authors'
+HISTORY_MODES = ("estimate", "direction")
+SPARSITY_MASKS = ("exact", "infty")
+SPARSITY_RESAMPLES = ("direction", "task", "fixed")  # a new mask per direction | task | trial
 # lr when none is given: tuned on the embedded default (see README); Adam-type rules want less.
 DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
 
@@ -65,16 +69,23 @@ class TrialConfig:
     init_cls: int | None = field(default=None, metadata=_range(1))
     increment: int | None = field(default=None, metadata=_range(1))
     history: float = field(default=0.0, metadata=_range(0.0, 1.0, hi_open=True))
+    history_mode: str = field(default="estimate", metadata=_choice(*HISTORY_MODES))
     sparsity: float = field(default=0.0, metadata=_range(0.0, 1.0, hi_open=True))
+    sparsity_mask: str = field(default="exact", metadata=_choice(*SPARSITY_MASKS))
+    sparsity_resample: str = field(default="direction", metadata=_choice(*SPARSITY_RESAMPLES))
     hybrid_epochs: int = field(default=0, metadata=_range(0))
+    hybrid_fo_lr: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
     momentum: float = field(default=0.9, metadata=_range(0.0, 1.0, hi_open=True))
     weight_decay: float = field(default=5e-4, metadata=_range(0.0))
     perturbation: str = field(default="gaussian", metadata=_choice("gaussian", "rademacher"))
     difference: str = field(default="central", metadata=_choice("central", "forward"))
     min_lr: float = field(default=0.0, metadata=_range(0.0))
+    zo_lr_schedule: str = field(default="cosine", metadata=_choice("cosine", "constant"))
     fc_lr: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
+    mask_old_logits: bool | None = None  # finetune, zofc; unset: each method's own default
     ease_alpha: float = field(default=0.1, metadata=_range(0.0))
     ease_variant: str = field(default="standard", metadata=_choice(*EASE_VARIANTS))
+    ease_perturb_prototypes: bool = False  # INFTY's: the prototype classifier in the ZO set
     finetune_scope: str = field(default="adapter", metadata=_choice(*FINETUNE_SCOPES))
     adapter_bottleneck: int = field(default=64, metadata=_range(1))
     backbone: str = "tiny"
@@ -93,6 +104,7 @@ class TrialConfig:
     track_task_losses: int = field(default=0, metadata=_range(0))  # probe every N steps; 0 off
     sharpness: bool = False  # perturbation sharpness after each task
     sharpness_hessian: bool = False  # and the top Hessian eigenvalue (needs sharpness)
+    sharpness_scope: str = field(default="all", metadata=_choice("all", "zo"))
     # modules imported before any name is resolved (zeroflow.plugins): "pkg.mod,path/to/x.py"
     plugins: str = ""
 
@@ -108,6 +120,16 @@ class TrialConfig:
             _check(f, getattr(self, f.name))
         if self.sharpness_hessian and not self.sharpness:
             raise ConfigError("sharpness_hessian=true needs sharpness=true; set both")
+        if self.sharpness_scope != "all" and not self.sharpness:
+            raise ConfigError(f"sharpness_scope={self.sharpness_scope} needs sharpness=true; "
+                              "set both")
+        if self.ease_perturb_prototypes and (self.method, self.ease_variant) != (
+                "ease", "standard"):
+            raise ConfigError("ease_perturb_prototypes=true applies to method=ease with "
+                              "ease_variant=standard only; unset it for this method")
+        if self.mask_old_logits is not None and self.method not in ("finetune", "zofc"):
+            raise ConfigError(f"mask_old_logits applies to finetune and zofc only; unset it "
+                              f"for method={self.method}")
         if self.device != "auto" and not _valid_device(self.device):
             raise ConfigError(f"device={self.device!r} is not valid; use {DEVICES_HELP}")
         default_init, default_inc = _registry("datasets")[self.dataset].split
@@ -277,16 +299,23 @@ KEY_HELP = {
     "init_cls": "classes in the first task; unset: the dataset's usual split",
     "increment": "classes in each later task; unset: the dataset's usual split",
     "history": "historical smoothing α: g <- (1 - α) g + α g_prev (Enhancement 2)",
+    "history_mode": "estimate: average the estimate (ours); direction: h <- αh + (1-α)z (INFTY)",
     "sparsity": "fraction of each direction's coordinates zeroed (Enhancement 3)",
+    "sparsity_mask": "exact: floor(s·n) zeroed (ours); infty: zeroed where N(0,1) < s, Φ(s)",
+    "sparsity_resample": "a new sparsity mask per direction, one per task (INFTY's), or fixed",
     "hybrid_epochs": "first-order epochs at the start of each task, then ZO (Enhancement 1)",
+    "hybrid_fo_lr": "learning rate of the hybrid schedule's first-order epochs; unset: lr",
     "momentum": "momentum of the SGD rules",
     "weight_decay": "weight decay",
     "perturbation": "direction distribution of the ZO estimate",
     "difference": "central: f(x+μu) - f(x-μu); forward: f(x+μu) - f(x)",
     "min_lr": "floor of the cosine learning-rate schedule over each task",
+    "zo_lr_schedule": "forward-pass optimizers' lr: cosine over each task, or constant (INFTY)",
     "fc_lr": "ZO-FC: the first-order head's learning rate; unset: lr",
+    "mask_old_logits": "finetune, ZO-FC: earlier tasks' logits out of the loss; unset: method's",
     "ease_alpha": "EASE: weight α/t of the other subspaces at inference",
     "ease_variant": "EASE: standard, or omni (its official OmniBenchmark variant)",
+    "ease_perturb_prototypes": "EASE: its prototypes are perturbed and updated by ZO (INFTY)",
     "finetune_scope": "finetune: adapter (one adapter set) or full (every backbone weight)",
     "adapter_bottleneck": "adapter width (bottleneck dimension)",
     "backbone": "the pre-trained backbone (tiny is embedded; vit-b16-in21k as in the paper)",
@@ -304,6 +333,7 @@ KEY_HELP = {
     "track_task_losses": "log every task's training loss every N steps (0: off)",
     "sharpness": "perturbation sharpness of the loss after each task",
     "sharpness_hessian": "also the Hessian's top eigenvalue (needs sharpness)",
+    "sharpness_scope": "all trained tensors, or zo: those of the trial's optimizer only",
     "plugins": "modules or .py files to import first, comma-separated (docs/extending.md)",
 }
 
