@@ -35,6 +35,14 @@ def test_ease_prototypes_join_the_zo_set_only_when_asked():
     assert all(p is not plain.protos for p in plain.param_groups()[0].params)
 
 
+def test_query_workers_push_the_prototypes_with_the_other_trained_tensors():
+    from zeroflow.distributed.replica import trainable_tensors
+
+    learner, _ = learner_at_task("ease", 1, ease_perturb_prototypes=True)
+    pushed = trainable_tensors(learner)
+    assert pushed["protos"] is not None and pushed["protos"].shape == learner.protos.shape
+
+
 def test_perturbed_prototypes_change_only_earlier_classes_prototypes(monkeypatch):
     """The loss never reads the prototypes, so the adapters train exactly as without them and
     task 0's accuracy is the same; only earlier classes' prototypes carry the update noise."""
