@@ -17,10 +17,10 @@ from typing import Any
 import yaml
 
 from zeroflow.errors import ConfigError
+from zeroflow.key_help import DEVICES_HELP
 
 EASE_VARIANTS = ("standard", "omni")  # omni: EASE's official OmniBenchmark variant (README)
 FINETUNE_SCOPES = ("adapter", "full")  # full: the whole backbone, PILOT's finetune baseline
-DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 # the enhancements' two forms (zeroflow.optim.enhance; docs/optimizers.md): ours | the authors'
 HISTORY_MODES = ("estimate", "direction")
 SPARSITY_MASKS = ("exact", "infty")
@@ -283,63 +283,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
     return make_config(mapping)
 
 
-# One line per key for ``zeroflow run --help`` (with its type, default and range, read from the
-# fields above); tests/test_trial.py checks that every key has one.
-KEY_HELP = {
-    "dataset": "the task sequence's dataset (digits is embedded; the others read data_root)",
-    "method": "the continual-learning method",
-    "optimizer": "the optimizer of the method's trainable tensors (zeroflow/optim)",
-    "lr": "learning rate; unset: 0.01 for the SGD rules, 0.001 for the Adam rules",
-    "q": "query budget: random directions per ZO step",
-    "mu": "perturbation scale of the ZO difference quotients",
-    "epochs": "epochs per task; 0 trains nothing (the untrained baseline)",
-    "batch_size": "training batch size",
-    "seed": "seed of the trial's streams (initialisation, batches, directions)",
-    "order_seed": "seed of the class order (PILOT's 1993)",
-    "init_cls": "classes in the first task; unset: the dataset's usual split",
-    "increment": "classes in each later task; unset: the dataset's usual split",
-    "history": "historical smoothing α: g <- (1 - α) g + α g_prev (Enhancement 2)",
-    "history_mode": "estimate: average the estimate (ours); direction: h <- αh + (1-α)z (INFTY)",
-    "sparsity": "fraction of each direction's coordinates zeroed (Enhancement 3)",
-    "sparsity_mask": "exact: floor(s·n) zeroed (ours); infty: zeroed where N(0,1) < s, Φ(s)",
-    "sparsity_resample": "a new sparsity mask per direction, one per task (INFTY's), or fixed",
-    "hybrid_epochs": "first-order epochs at the start of each task, then ZO (Enhancement 1)",
-    "hybrid_fo_lr": "learning rate of the hybrid schedule's first-order epochs; unset: lr",
-    "momentum": "momentum of the SGD rules",
-    "weight_decay": "weight decay",
-    "perturbation": "direction distribution of the ZO estimate",
-    "difference": "central: f(x+μu) - f(x-μu); forward: f(x+μu) - f(x)",
-    "min_lr": "floor of the cosine learning-rate schedule over each task",
-    "zo_lr_schedule": "forward-pass optimizers' lr: cosine over each task, or constant (INFTY)",
-    "fc_lr": "ZO-FC: the first-order head's learning rate; unset: lr",
-    "mask_old_logits": "finetune, ZO-FC: earlier tasks' logits out of the loss; unset: method's",
-    "ease_alpha": "EASE: weight α/t of the other subspaces at inference",
-    "ease_variant": "EASE: standard, or omni (its official OmniBenchmark variant)",
-    "ease_perturb_prototypes": "EASE: its prototypes are perturbed and updated by ZO (INFTY)",
-    "finetune_scope": "finetune: adapter (one adapter set) or full (every backbone weight)",
-    "adapter_bottleneck": "adapter width (bottleneck dimension)",
-    "backbone": "the pre-trained backbone (tiny is embedded; vit-b16-in21k as in the paper)",
-    "weights": "a local weights file for the backbone instead of the embedded or cached ones",
-    "data_root": "folder of the real datasets",
-    "download": "download a dataset that is not under data_root (needs internet)",
-    "device": f"where the trial runs: {DEVICES_HELP}",
-    "eval_batch_size": "evaluation batch size",
-    "num_workers": "data-loader worker processes",
-    "limit_batches": "at most this many batches per epoch (smoke tests)",
-    "samples_per_class": "at most this many training images per class (smoke tests)",
-    "query_workers": "processes that evaluate ZO directions in parallel (Ray; 0: in-process)",
-    "worker_cpus": "CPUs of each query worker",
-    "worker_gpus": "GPUs (fraction allowed) of each query worker",
-    "track_task_losses": "log every task's training loss every N steps (0: off)",
-    "sharpness": "perturbation sharpness of the loss after each task",
-    "sharpness_hessian": "also the Hessian's top eigenvalue (needs sharpness)",
-    "sharpness_scope": "all trained tensors, or zo: those of the trial's optimizer only",
-    "plugins": "modules or .py files to import first, comma-separated (docs/extending.md)",
-}
-
-
 def describe_keys() -> list[tuple[str, str, str, str]]:
-    """(key, type, default, allowed values) of every ``TrialConfig`` key, in field order."""
+    """(key, type, default, allowed values) of every ``TrialConfig`` key, in field order (their
+    help lines: ``zeroflow.key_help.KEY_HELP``)."""
     out = []
     for f in fields(TrialConfig):
         meta = f.metadata
