@@ -49,6 +49,23 @@ def test_direction_history_is_the_average_of_directions_query_by_query():
     torch.testing.assert_close(opt.state[theta]["history_direction"], h)
 
 
+@pytest.mark.parametrize("name", ["zo-sgd", "zo-adam-conserve", "forward-grad"])
+def test_direction_history_is_the_same_in_every_step_regime_and_in_halves(name):
+    runs = []
+    for buffer, halves in (("off", False), ("on", False), ("off", True)):
+        theta = torch.nn.Parameter(torch.tensor([0.3, -0.2, 1.0]))
+        opt = optim.build(name, [theta], lr=0.05, q=2, seed=3, history=0.7,
+                          history_mode="direction", direction_buffer=buffer)
+        for _ in range(4):
+            closure = lambda theta=theta: loss(theta.double()).float()  # noqa: E731
+            if halves:  # what query workers run: evaluate, then apply
+                opt.apply(opt.evaluate(closure, opt.direction_seeds()), closure)
+            else:
+                opt.step(closure)
+        runs.append(theta.detach().clone())
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
+
+
 def test_estimate_history_is_unchanged_and_differs_from_direction_history():
     runs = {}
     for mode in ("estimate", "direction"):
