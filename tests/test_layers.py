@@ -10,7 +10,7 @@ import zeroflow
 PACKAGE = Path(zeroflow.__file__).parent
 
 LAYERS = [  # bottom first
-    {"registry", "seeding", "errors", "metrics", "plotting", "plugins"},
+    {"registry", "seeding", "errors", "metrics", "plotting", "plugins", "key_help"},
     {"optim", "methods", "models", "data"},
     {"config"},
     {"observers", "batches", "steppers", "assembly", "checkpoint", "evaluation"},

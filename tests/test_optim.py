@@ -452,6 +452,8 @@ def test_documented_defaults():
             assert (opt.q, opt.seed, opt.history, opt.exact_restore) == (1, 0, 0.0, True)
             assert opt.sampler.perturbation == "gaussian" and opt.sampler.sparsity == 0.0
             assert opt.sampler.sparsity_resample is True
+            assert (opt.by_direction, opt.sampler.sparsity_mask, opt.sampler.mask_seed) == (
+                False, "exact", None)
             if name != "forward-grad":
                 assert (opt.mu, opt.difference) == (1e-3, "central"), name
 

@@ -79,10 +79,16 @@ class SharedMessagePool(LockStepPool):
         return [r.step(q) for r, q in zip(self.replicas, requests)]
 
 
-@pytest.mark.parametrize("scope", ["adapter", "full"])
-def test_protocol_without_ray_keeps_replicas_equal_to_in_process_steps(scope):
-    config = {**SMALL, "method": "finetune", "optimizer": "zo-sgd", "batch_size": 8,
-              "finetune_scope": scope}
+@pytest.mark.parametrize("keys", [
+    {"method": "finetune", "finetune_scope": "adapter"},
+    {"method": "finetune", "finetune_scope": "full"},
+    # the authors' code's forms: a buffer (EASE's prototypes) in the group, direction history
+    {"method": "ease", "ease_perturb_prototypes": True, "history": 0.5,
+     "history_mode": "direction", "sparsity": 0.3, "sparsity_mask": "infty",
+     "sparsity_resample": "task"},
+])
+def test_protocol_without_ray_keeps_replicas_equal_to_in_process_steps(keys):
+    config = {**SMALL, "optimizer": "zo-sgd", "batch_size": 8, **keys}
     base, trial = Replica(config), Replica(config)
     for r in (base, trial):
         r.sync(0, {}, None)
@@ -101,12 +107,9 @@ def test_protocol_without_ray_keeps_replicas_equal_to_in_process_steps(scope):
         loss = pool.step(0, trial.steppers[0].main, closure(trial, spec), spec)
         assert torch.equal(loss, expected)
     pool.finish_task()  # replicas' checksums against the trial's
-    for (name, a), (_, b) in zip(base.learner.named_parameters(),
-                                 trial.learner.named_parameters()):
-        assert torch.equal(a, b), name
-    for replica in pool.replicas:
-        for (name, a), (_, b) in zip(base.learner.named_parameters(),
-                                     replica.learner.named_parameters()):
+    for other in (trial, *pool.replicas):
+        for (name, a), (_, b) in zip(base.learner.state_dict().items(),
+                                     other.learner.state_dict().items()):
             assert torch.equal(a, b), name
 
 

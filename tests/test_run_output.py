@@ -70,7 +70,8 @@ def test_run_keeps_its_final_checkpoint_as_an_artifact_that_resumes(capsys, tmp_
 
 
 def test_run_help_lists_every_config_key_with_its_default_and_a_line_of_help(capsys):
-    from zeroflow.config import KEY_HELP, TrialConfig
+    from zeroflow.config import TrialConfig
+    from zeroflow.key_help import KEY_HELP
 
     assert set(KEY_HELP) == set(TrialConfig.keys()), "every key needs one line of help"
     with pytest.raises(SystemExit) as done:

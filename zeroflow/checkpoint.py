@@ -23,7 +23,7 @@ CHECKPOINT_VERSION = 2  # 2: loadable with weights_only (no numpy arrays)
 # keys that may differ when a trial resumes: where and how fast it runs, not what it computes
 FREE_ON_RESUME = ("device", "num_workers", "eval_batch_size", "data_root", "download",
                   "query_workers", "worker_cpus", "worker_gpus", "track_task_losses", "sharpness",
-                  "sharpness_hessian")
+                  "sharpness_hessian", "sharpness_scope")
 
 
 def task_checkpoint(config: TrialConfig, task: int, learner, steppers, matrix, counters: dict,

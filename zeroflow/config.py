@@ -17,10 +17,14 @@ from typing import Any
 import yaml
 
 from zeroflow.errors import ConfigError
+from zeroflow.key_help import DEVICES_HELP
 
 EASE_VARIANTS = ("standard", "omni")  # omni: EASE's official OmniBenchmark variant (README)
 FINETUNE_SCOPES = ("adapter", "full")  # full: the whole backbone, PILOT's finetune baseline
-DEVICES_HELP = "auto, cpu, cuda or cuda:N"
+# the enhancements' two forms (zeroflow.optim.enhance; docs/optimizers.md): ours | the authors'
+HISTORY_MODES = ("estimate", "direction")
+SPARSITY_MASKS = ("exact", "infty")
+SPARSITY_RESAMPLES = ("direction", "task", "fixed")  # a new mask per direction | task | trial
 # lr when none is given: tuned on the embedded default (see README); Adam-type rules want less.
 DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
 
@@ -65,16 +69,23 @@ class TrialConfig:
     init_cls: int | None = field(default=None, metadata=_range(1))
     increment: int | None = field(default=None, metadata=_range(1))
     history: float = field(default=0.0, metadata=_range(0.0, 1.0, hi_open=True))
+    history_mode: str = field(default="estimate", metadata=_choice(*HISTORY_MODES))
     sparsity: float = field(default=0.0, metadata=_range(0.0, 1.0, hi_open=True))
+    sparsity_mask: str = field(default="exact", metadata=_choice(*SPARSITY_MASKS))
+    sparsity_resample: str = field(default="direction", metadata=_choice(*SPARSITY_RESAMPLES))
     hybrid_epochs: int = field(default=0, metadata=_range(0))
+    hybrid_fo_lr: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
     momentum: float = field(default=0.9, metadata=_range(0.0, 1.0, hi_open=True))
     weight_decay: float = field(default=5e-4, metadata=_range(0.0))
     perturbation: str = field(default="gaussian", metadata=_choice("gaussian", "rademacher"))
     difference: str = field(default="central", metadata=_choice("central", "forward"))
     min_lr: float = field(default=0.0, metadata=_range(0.0))
+    zo_lr_schedule: str = field(default="cosine", metadata=_choice("cosine", "constant"))
     fc_lr: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
+    mask_old_logits: bool | None = None  # finetune, zofc; unset: each method's own default
     ease_alpha: float = field(default=0.1, metadata=_range(0.0))
     ease_variant: str = field(default="standard", metadata=_choice(*EASE_VARIANTS))
+    ease_perturb_prototypes: bool = False  # INFTY's: the prototype classifier in the ZO set
     finetune_scope: str = field(default="adapter", metadata=_choice(*FINETUNE_SCOPES))
     adapter_bottleneck: int = field(default=64, metadata=_range(1))
     backbone: str = "tiny"
@@ -93,6 +104,7 @@ class TrialConfig:
     track_task_losses: int = field(default=0, metadata=_range(0))  # probe every N steps; 0 off
     sharpness: bool = False  # perturbation sharpness after each task
     sharpness_hessian: bool = False  # and the top Hessian eigenvalue (needs sharpness)
+    sharpness_scope: str = field(default="all", metadata=_choice("all", "zo"))
     # modules imported before any name is resolved (zeroflow.plugins): "pkg.mod,path/to/x.py"
     plugins: str = ""
 
@@ -108,6 +120,16 @@ class TrialConfig:
             _check(f, getattr(self, f.name))
         if self.sharpness_hessian and not self.sharpness:
             raise ConfigError("sharpness_hessian=true needs sharpness=true; set both")
+        if self.sharpness_scope != "all" and not self.sharpness:
+            raise ConfigError(f"sharpness_scope={self.sharpness_scope} needs sharpness=true; "
+                              "set both")
+        if self.ease_perturb_prototypes and (self.method, self.ease_variant) != (
+                "ease", "standard"):
+            raise ConfigError("ease_perturb_prototypes=true applies to method=ease with "
+                              "ease_variant=standard only; unset it for this method")
+        if self.mask_old_logits is not None and self.method not in ("finetune", "zofc"):
+            raise ConfigError(f"mask_old_logits applies to finetune and zofc only; unset it "
+                              f"for method={self.method}")
         if self.device != "auto" and not _valid_device(self.device):
             raise ConfigError(f"device={self.device!r} is not valid; use {DEVICES_HELP}")
         default_init, default_inc = _registry("datasets")[self.dataset].split
@@ -261,55 +283,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
     return make_config(mapping)
 
 
-# One line per key for ``zeroflow run --help`` (with its type, default and range, read from the
-# fields above); tests/test_trial.py checks that every key has one.
-KEY_HELP = {
-    "dataset": "the task sequence's dataset (digits is embedded; the others read data_root)",
-    "method": "the continual-learning method",
-    "optimizer": "the optimizer of the method's trainable tensors (zeroflow/optim)",
-    "lr": "learning rate; unset: 0.01 for the SGD rules, 0.001 for the Adam rules",
-    "q": "query budget: random directions per ZO step",
-    "mu": "perturbation scale of the ZO difference quotients",
-    "epochs": "epochs per task; 0 trains nothing (the untrained baseline)",
-    "batch_size": "training batch size",
-    "seed": "seed of the trial's streams (initialisation, batches, directions)",
-    "order_seed": "seed of the class order (PILOT's 1993)",
-    "init_cls": "classes in the first task; unset: the dataset's usual split",
-    "increment": "classes in each later task; unset: the dataset's usual split",
-    "history": "historical smoothing α: g <- (1 - α) g + α g_prev (Enhancement 2)",
-    "sparsity": "fraction of each direction's coordinates zeroed (Enhancement 3)",
-    "hybrid_epochs": "first-order epochs at the start of each task, then ZO (Enhancement 1)",
-    "momentum": "momentum of the SGD rules",
-    "weight_decay": "weight decay",
-    "perturbation": "direction distribution of the ZO estimate",
-    "difference": "central: f(x+μu) - f(x-μu); forward: f(x+μu) - f(x)",
-    "min_lr": "floor of the cosine learning-rate schedule over each task",
-    "fc_lr": "ZO-FC: the first-order head's learning rate; unset: lr",
-    "ease_alpha": "EASE: weight α/t of the other subspaces at inference",
-    "ease_variant": "EASE: standard, or omni (its official OmniBenchmark variant)",
-    "finetune_scope": "finetune: adapter (one adapter set) or full (every backbone weight)",
-    "adapter_bottleneck": "adapter width (bottleneck dimension)",
-    "backbone": "the pre-trained backbone (tiny is embedded; vit-b16-in21k as in the paper)",
-    "weights": "a local weights file for the backbone instead of the embedded or cached ones",
-    "data_root": "folder of the real datasets",
-    "download": "download a dataset that is not under data_root (needs internet)",
-    "device": f"where the trial runs: {DEVICES_HELP}",
-    "eval_batch_size": "evaluation batch size",
-    "num_workers": "data-loader worker processes",
-    "limit_batches": "at most this many batches per epoch (smoke tests)",
-    "samples_per_class": "at most this many training images per class (smoke tests)",
-    "query_workers": "processes that evaluate ZO directions in parallel (Ray; 0: in-process)",
-    "worker_cpus": "CPUs of each query worker",
-    "worker_gpus": "GPUs (fraction allowed) of each query worker",
-    "track_task_losses": "log every task's training loss every N steps (0: off)",
-    "sharpness": "perturbation sharpness of the loss after each task",
-    "sharpness_hessian": "also the Hessian's top eigenvalue (needs sharpness)",
-    "plugins": "modules or .py files to import first, comma-separated (docs/extending.md)",
-}
-
-
 def describe_keys() -> list[tuple[str, str, str, str]]:
-    """(key, type, default, allowed values) of every ``TrialConfig`` key, in field order."""
+    """(key, type, default, allowed values) of every ``TrialConfig`` key, in field order (their
+    help lines: ``zeroflow.key_help.KEY_HELP``)."""
     out = []
     for f in fields(TrialConfig):
         meta = f.metadata

@@ -13,6 +13,7 @@ DROPOUT_STREAM = 0xD209  # (task, epoch, batch): the adapter dropout masks of on
 INIT_STREAM = 0x1A17  # (...): a learner's own initialisations (heads, prompts)
 PROBE_STREAM = 0x9B0E  # (task,): which samples form a task's probe batch (analysis)
 SHARPNESS_STREAM = 0x5A4B  # (task,): the perturbations of the sharpness measure (analysis)
+MASK_STREAM = 0x3A5C  # (group,): a group's sparsity masks for a whole trial (sparsity_resample)
 
 
 def _splitmix64(x: int) -> int:

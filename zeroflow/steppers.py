@@ -19,20 +19,26 @@ import torch
 from zeroflow import optim
 from zeroflow.config import TrialConfig
 from zeroflow.errors import DivergenceError
-from zeroflow.seeding import OPT_STREAM, derive_seed
+from zeroflow.seeding import MASK_STREAM, OPT_STREAM, derive_seed
 
 
 def optimizer_hparams(config: TrialConfig, name: str, seed: int, lr: float | None,
-                      model_numel: int | None = None) -> dict:
+                      model_numel: int | None = None, group: int = 0) -> dict:
     """The trial's settings that optimizer ``name`` accepts. ``model_numel`` (the learner's
     parameter count) lets ``direction_buffer="auto"`` pick the fast step for adapters and the
-    lean one when the backbone itself trains."""
+    lean one when the backbone itself trains. Sparsity masks: a new one per direction, one
+    per optimizer (``task``: its seed is the task's), or one per parameter group ``group`` for
+    the whole trial (``fixed``)."""
     values = {
         "model_numel": model_numel,
         "lr": config.resolved_lr if lr is None else lr,
         "mu": config.mu, "q": config.q, "seed": seed, "weight_decay": config.weight_decay,
         "momentum": config.momentum, "perturbation": config.perturbation,
         "difference": config.difference, "history": config.history, "sparsity": config.sparsity,
+        "history_mode": config.history_mode, "sparsity_mask": config.sparsity_mask,
+        "sparsity_resample": config.sparsity_resample == "direction",
+        "mask_seed": (derive_seed(config.seed, MASK_STREAM, group)
+                      if config.sparsity_resample == "fixed" else None),
     }
     accepted = optim.accepted_hparams(name)
     return {k: v for k, v in values.items() if k in accepted}
@@ -40,7 +46,8 @@ def optimizer_hparams(config: TrialConfig, name: str, seed: int, lr: float | Non
 
 class GroupStepper:
     """One parameter group's optimizers for a task: the configured one, and for the hybrid
-    schedule its first-order counterpart for the first ``hybrid_epochs`` epochs."""
+    schedule its first-order counterpart for the first ``hybrid_epochs`` epochs (at
+    ``hybrid_fo_lr`` when set)."""
 
     def __init__(self, group, config: TrialConfig, task: int, index: int, epochs: int,
                  model_numel: int | None = None):
@@ -48,18 +55,21 @@ class GroupStepper:
         self.name = group.optimizer or config.optimizer
         seed = derive_seed(config.seed, OPT_STREAM, task, index)
         self.main = optim.build(self.name, group.params, **optimizer_hparams(
-            config, self.name, seed, group.lr, model_numel))
+            config, self.name, seed, group.lr, model_numel, index))
         self.hybrid = None
         if group.optimizer is None and config.hybrid_epochs > 0 and not optim.is_first_order(
                 self.name):
             fo = optim.fo_counterpart(self.name)
             self.hybrid = optim.HybridSchedule(config.hybrid_epochs)
+            fo_lr = config.hybrid_fo_lr if config.hybrid_fo_lr is not None else group.lr
             self.fo = optim.build(fo, group.params,
-                                  **optimizer_hparams(config, fo, seed, group.lr, model_numel))
+                                  **optimizer_hparams(config, fo, seed, fo_lr, model_numel))
+        # zo_lr_schedule: constant keeps a forward-pass optimizer at its lr (the authors' code)
         self.schedulers = [
             torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1),
                                                        eta_min=config.min_lr)
             for opt in self.optimizers()
+            if opt.uses_backward or config.zo_lr_schedule == "cosine"
         ]
 
     def optimizers(self):

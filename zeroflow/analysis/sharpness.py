@@ -145,16 +145,25 @@ def measure(learner, params: Sequence[torch.Tensor], batches, seed: int, task: i
         learner.train(was_training)
 
 
+def measured_tensors(steppers, scope: str = "all") -> list[torch.Tensor]:
+    """The tensors sharpness perturbs: every trained one (``all``), or those of the groups the
+    trial's configured optimizer steps (``zo``: ZO-FC's adapter, not its first-order head;
+    the same tensors in a first-order trial, so its row compares)."""
+    return [p for s in steppers if scope == "all" or s.group.optimizer is None
+            for p in s.group.params]
+
+
 class Sharpness(Observer):
     """``sharpness: true``: after each task is evaluated, ``measure`` over the task's trained
-    tensors on the seen tasks' probe batches; its forward passes go to the probes' count."""
+    tensors (``sharpness_scope``) on the seen tasks' probe batches; its forward passes go to
+    the probes' count."""
 
     def __init__(self, probes: TaskProbes, hessian: bool = False):
         self.probes, self.hessian = probes, hessian
 
     def after_eval(self, state: TrialState) -> dict[str, float]:
         metrics, passes = measure(
-            state.learner, [p for s in state.steppers for p in s.group.params],
+            state.learner, measured_tensors(state.steppers, state.config.sharpness_scope),
             self.probes.seen_batches(state.task + 1), state.config.seed, state.task,
             self.hessian)
         self.probes.forward_passes += passes

@@ -127,7 +127,8 @@ def _add_trajectories_command(sub) -> None:
 
 def _keys_help() -> str:
     """Every config key of ``zeroflow run``: type, default, allowed values and one line."""
-    from zeroflow.config import KEY_HELP, describe_keys
+    from zeroflow.config import describe_keys
+    from zeroflow.key_help import KEY_HELP
 
     lines = ["config keys (key=value; in a CONFIG.yaml, key: value):"]
     for key, typ, default, allowed in describe_keys():

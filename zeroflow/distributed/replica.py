@@ -86,8 +86,9 @@ def trainable_checksum(learner) -> str:
 
 
 def trainable_tensors(learner) -> dict[str, torch.Tensor]:
-    """The tensors of the learner's parameter groups, by name (what is pushed at a task start)."""
-    names = {id(p): n for n, p in learner.named_parameters()}
+    """The tensors of the learner's parameter groups, by name (what is pushed at a task start);
+    a group may hold a buffer (EASE's prototypes with ``ease_perturb_prototypes``)."""
+    names = {id(p): n for n, p in [*learner.named_parameters(), *learner.named_buffers()]}
     return {names[id(p)]: p.detach() for g in learner.param_groups() for p in g.params}
 
 

@@ -14,6 +14,15 @@ Inference concatenates the t + 1 subspace features; a class of task i scores
 Σ_j w_ij cos(f_j, P[c, j]) with w_ii = 1 and w_ij = α / t otherwise (α = ``ease_alpha``, 0.1):
 its own subspace counts fully, the others as a small ensemble.
 
+``ease_perturb_prototypes: true`` trains the prototype tensor with the adapter and head, as
+the authors' ZeroFlow code does (THUDM/INFTY 2383906 ``examples/PILOT/utils/inc_net.py``:
+EASE's prototype classifier ``fc`` requires grad while a task trains, and its ZO optimizer
+perturbs every such tensor). The training loss never reads the prototypes, so a forward-pass
+step only adds its update noise (c · z, momentum, weight decay) to them; ``after_task`` then
+overwrites the current classes' rows and the completed ones, and what stays is the noise on
+earlier classes' prototypes in their own and earlier subspaces. The official classifier's
+scale ``sigma`` is not modelled: the reweighted logits never read it.
+
 ``ease_variant: omni`` is the variant EASE's official OmniBenchmark file runs (its ``moni_adam``
 switch, ``adapter_num`` 1): one adapter set and proxy head trained on task 0 only, the
 pre-trained features kept beside it, no subspace completion, and a plain cosine classifier on
@@ -81,7 +90,10 @@ class Ease(Learner):
 
     def param_groups(self) -> list[ParamGroup]:
         params = list(self.model.adapter_sets[self.task].parameters())
-        return [ParamGroup("adapter+head", params + list(self.head.parameters()))]
+        params += list(self.head.parameters())
+        if self.config.ease_perturb_prototypes:  # INFTY's set: every tensor requiring grad
+            return [ParamGroup("adapter+head+prototypes", params + [self.protos])]
+        return [ParamGroup("adapter+head", params)]
 
     def loss(self, x, y):
         return F.cross_entropy(self.head(self.model.features(x, self.task)), self.local_labels(y))

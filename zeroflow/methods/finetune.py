@@ -9,6 +9,11 @@
   optimizer this trains the whole backbone in the memory of inference.
 
 Nothing protects old classes; the head predicts over all seen classes.
+
+``mask_old_logits`` (shared with ZO-FC): true takes earlier tasks' logits out of the training
+loss from task 1 on (set to -inf, so the softmax runs over the current task's classes), false
+keeps every seen class; unset keeps each method's own default (``adapter``: false; ``full``:
+true, as the slice above; ZO-FC: true).
 """
 
 from __future__ import annotations
@@ -53,6 +58,11 @@ class Finetune(Learner):
         self.full = config.finetune_scope == "full"
         self.trains_backbone = self.full
         self.adapter = None if self.full else 0  # the adapter set features run (None: none)
+        masks = config.mask_old_logits
+        self.masks_old = self.masks_old_by_default() if masks is None else bool(masks)
+
+    def masks_old_by_default(self) -> bool:
+        return self.full
 
     def before_task(self, task: int) -> None:
         super().before_task(task)
@@ -68,11 +78,18 @@ class Finetune(Learner):
         return [ParamGroup("adapter+head", params)]
 
     def loss(self, x, y):
-        logits = self.head(self.model.features(x, self.adapter))
-        if self.full and self.task > 0:
-            known = self.scenario.task_classes(self.task).start
+        return self.masked_loss(self.head(self.model.features(x, self.adapter)), y)
+
+    def masked_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over the seen classes, or the current task's (``masks_old``): the
+        full scope slices the logits, the adapter scope and ZO-FC fill them with -inf."""
+        known = self.scenario.task_classes(self.task).start
+        if not self.masks_old or known == 0:
+            return F.cross_entropy(logits, y)
+        if self.full:
             return F.cross_entropy(logits[:, known:], y - known)
-        return F.cross_entropy(logits, y)
+        old = torch.arange(logits.shape[1], device=logits.device) < known
+        return F.cross_entropy(logits.masked_fill(old, float("-inf")), y)
 
     @torch.no_grad()
     def predict(self, x):

@@ -3,14 +3,13 @@
 One adapter set, shared by all tasks, is trained with the trial's (forward-pass) optimizer; a
 linear classifier over all seen classes is trained with FO-SGD on the same batch in the same
 step. The adapter's tensors do not require grad, so the classifier's backward stops at the
-features: the memory of backpropagation is that of one linear layer. As in the reference code,
-the logits of earlier tasks' classes are masked out of the training loss.
+features: the memory of backpropagation is that of one linear layer. The logits of earlier
+tasks' classes are masked out of the training loss by default (the paper's text says "as in
+the reference code", which is not public); ``mask_old_logits: false`` keeps them, and
+finetune takes the same option, so a comparison can change the head's optimizer alone.
 """
 
 from __future__ import annotations
-
-import torch
-import torch.nn.functional as F
 
 from zeroflow.methods.base import ParamGroup
 from zeroflow.methods.finetune import Finetune
@@ -18,7 +17,10 @@ from zeroflow.methods.finetune import Finetune
 
 class ZOFC(Finetune):
     """Finetune's structure (one adapter set, a growing linear head) with the adapter and the
-    classifier in separate groups, and earlier tasks' logits masked in the loss."""
+    classifier in separate groups, and earlier tasks' logits masked in the loss by default."""
+
+    def masks_old_by_default(self) -> bool:
+        return True
 
     def param_groups(self) -> list[ParamGroup]:
         return [
@@ -28,9 +30,4 @@ class ZOFC(Finetune):
         ]
 
     def loss(self, x, y):
-        logits = self.head(self.model.features(x, 0))
-        start = self.scenario.task_classes(self.task).start
-        if start:
-            logits = logits.masked_fill(
-                torch.arange(logits.shape[1], device=logits.device) < start, float("-inf"))
-        return F.cross_entropy(logits, y)
+        return self.masked_loss(self.head(self.model.features(x, 0)), y)

@@ -24,8 +24,10 @@ from zeroflow.optim.spsa import Estimate
 from zeroflow.optim.zo import CountingOptimizer, ZeroOrderOptimizer
 from zeroflow.registry import Registry
 
-_SPSA = ("lr", "mu", "q", "seed", "weight_decay", "perturbation", "difference", "history",
-         "sparsity", "sparsity_resample", "exact_restore", "direction_buffer", "model_numel")
+_ENHANCE = ("history", "history_mode", "sparsity", "sparsity_mask", "sparsity_resample",
+            "mask_seed")
+_SPSA = ("lr", "mu", "q", "seed", "weight_decay", "perturbation", "difference", *_ENHANCE,
+         "exact_restore", "direction_buffer", "model_numel")
 _SGD = ("momentum",)
 _ADAM = ("betas", "eps")
 
@@ -58,8 +60,8 @@ REGISTRY: Registry[OptimizerSpec] = Registry("optimizer", {
                                       {"rule": "adam", "conserve": True}, "Adam", "Conserve"),
     "forward-grad": OptimizerSpec(
         ZeroOrderOptimizer,
-        ("lr", "q", "seed", "weight_decay", "perturbation", "history", "sparsity",
-         "sparsity_resample", "rule", "direction_buffer", "model_numel") + _SGD + _ADAM,
+        ("lr", "q", "seed", "weight_decay", "perturbation", *_ENHANCE, "rule",
+         "direction_buffer", "model_numel") + _SGD + _ADAM,
         {"estimator": "jvp"}, "", "Forward",
     ),
 })
@@ -81,8 +83,9 @@ def register_optimizer(name: str, factory: Callable[..., torch.optim.Optimizer],
     forward-pass one), ``forward_passes``, an exact ``state_dict`` round trip and, to run with
     query workers, ``direction_seeds``/``evaluate``/``apply`` as ``ZeroOrderOptimizer`` has.
     accepts: the trial keys it takes (from ``lr``, ``mu``, ``q``, ``seed``, ``weight_decay``,
-    ``momentum``, ``perturbation``, ``difference``, ``history``, ``sparsity``,
-    ``model_numel``); ``build`` refuses others. fixed: options always passed (those also in
+    ``momentum``, ``perturbation``, ``difference``, ``history``, ``history_mode``,
+    ``sparsity``, ``sparsity_mask``, ``sparsity_resample``, ``mask_seed``, ``model_numel``);
+    ``build`` refuses others. fixed: options always passed (those also in
     ``accepts`` can be overridden). family/strategy: where reports file it (its update rule:
     ``SGD``, ``Adam`` or ``""``; ``ZO``, ``Sign``, ``Conserve``, ``Forward``, ``FO`` or a new
     strategy of its own)."""

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from zeroflow.optim.enhance import SPARSITY_MASKS, mask_
 from zeroflow.seeding import derive_seed
 
 PERTURBATIONS = ("gaussian", "rademacher")
@@ -44,11 +45,12 @@ class DirectionSampler:
     """Draws the blocks of seeded directions z for a fixed list of tensors.
 
     perturbation: ``gaussian`` (z ~ N(0, I)) or ``rademacher`` (z uniform on {-1, +1}).
-    sparsity: a fraction s in [0, 1); exactly floor(s * numel) coordinates of every block are
-        zeroed by a seeded mask (paper Enhancement 3). No rescaling: the estimate targets the
-        masked coordinates of the gradient.
-    sparsity_resample: draw a new mask for every direction (default), or keep one fixed mask
-        per tensor for the whole run (derived from ``seed`` alone).
+    sparsity: s in [0, 1); 0 is off. Each block is masked by a seeded mask (paper Enhancement
+        3; ``zeroflow.optim.enhance``). No rescaling: the estimate targets the kept coordinates.
+    sparsity_mask: ``exact`` (floor(s · numel) zeroed) or ``infty`` (zeroed where a seeded
+        N(0, 1) < s: a fraction Φ(s), the authors' code).
+    sparsity_resample: draw a new mask for every direction (default), or keep one mask per
+        tensor for the sampler's life, drawn from ``mask_seed`` (None: ``seed``).
     """
 
     def __init__(
@@ -57,15 +59,22 @@ class DirectionSampler:
         sparsity: float = 0.0,
         sparsity_resample: bool = True,
         seed: int = 0,
+        sparsity_mask: str = "exact",
+        mask_seed: int | None = None,
     ):
         if perturbation not in PERTURBATIONS:
             raise ValueError(f"perturbation must be one of {PERTURBATIONS}, got {perturbation!r}")
         if not 0.0 <= sparsity < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+        if sparsity_mask not in SPARSITY_MASKS:
+            raise ValueError(f"sparsity_mask must be one of {SPARSITY_MASKS}, "
+                             f"got {sparsity_mask!r}")
         self.perturbation = perturbation
         self.sparsity = float(sparsity)
         self.sparsity_resample = bool(sparsity_resample)
+        self.sparsity_mask = sparsity_mask
         self.seed = int(seed)
+        self.mask_seed = None if mask_seed is None else int(mask_seed)
         self._local = threading.local()  # generators per thread (``fill`` draws in threads)
 
     def __getstate__(self) -> dict:
@@ -101,16 +110,10 @@ class DirectionSampler:
         else:
             z.random_(0, 2, generator=gen).mul_(2).sub_(1)
         if self.sparsity > 0:
-            n = z.numel()
-            n_zero = int(self.sparsity * n)
-            mask_seed = (
-                derive_seed(direction_seed, k, _MASK_STREAM)
-                if self.sparsity_resample
-                else derive_seed(self.seed, k, _MASK_STREAM)
-            )
-            gen = self._generator(like.device, mask_seed)
-            idx = torch.randperm(n, generator=gen, device=like.device)[:n_zero]
-            z.view(-1)[idx] = 0.0
+            base = direction_seed if self.sparsity_resample else (
+                self.seed if self.mask_seed is None else self.mask_seed)
+            gen = self._generator(like.device, derive_seed(base, k, _MASK_STREAM))
+            mask_(z, self.sparsity, self.sparsity_mask, gen)
         return z.to(like.dtype if dtype is None else dtype)
 
     def fill(self, direction_seed: int, outs: Sequence[torch.Tensor]) -> None:

@@ -19,6 +19,7 @@ fast regime reads ĝ from its estimate buffer instead, see "Step regimes" below)
 1. ĝ_k = (1/q) sum_i c_i z_ik, with c_i the scalar, or sign(c_i) for ``sign="projected"``
    (the paper's code: sign of each projected scalar times its direction);
 2. ``history`` α: ĝ_k <- (1 - α) ĝ_k + α ĝ_k(prev step) (paper Enhancement 2; stored state);
+   ``history_mode="direction"`` averages the directions instead (``zeroflow.optim.enhance``);
 3. ``sign="elementwise"``: ĝ_k <- sign(ĝ_k) per coordinate (ZO-signSGD), after smoothing;
 4. weight decay as torch's L2 form: ĝ_k += weight_decay θ_k;
 5. the rule: SGD with momentum (torch.optim.SGD's formula: buf = m·buf + ĝ, first step buf = ĝ)
@@ -71,6 +72,7 @@ from collections.abc import Callable
 
 import torch
 
+from zeroflow.optim.enhance import HISTORY_MODES, direction_history
 from zeroflow.optim.forward_grad import jvp_evaluate
 from zeroflow.optim.perturb import DirectionBuffer, DirectionSampler, perturb_
 from zeroflow.optim.spsa import DIFFERENCES, Estimate, Restorer, spsa_evaluate, work_set
@@ -141,8 +143,10 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
         ``forward`` (q + 1 passes: one f(θ) shared by the q queries).
     perturbation: ``gaussian`` or ``rademacher``. rule: ``sgd`` (momentum, weight_decay) or
         ``adam`` (betas, eps, weight_decay). sign: None, ``projected`` or ``elementwise``.
-    conserve: keep the best of three candidates. history: α in [0, 1). sparsity: s in [0, 1),
-        sparsity_resample: see ``DirectionSampler``. exact_restore: see ``zeroflow.optim.spsa``.
+    conserve: keep the best of three candidates. history: α in [0, 1); history_mode:
+        ``estimate`` or ``direction`` (``zeroflow.optim.enhance``). sparsity: s in [0, 1),
+        sparsity_mask, sparsity_resample, mask_seed: see ``DirectionSampler``.
+        exact_restore: see ``zeroflow.optim.spsa``.
     direction_buffer: ``auto``, ``on`` or ``off`` (the step regime, module docstring);
         model_numel: the whole model's parameter count, for ``auto``'s share rule.
     """
@@ -170,6 +174,9 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
         history: float = 0.0,
         sparsity: float = 0.0,
         sparsity_resample: bool = True,
+        history_mode: str = "estimate",
+        sparsity_mask: str = "exact",
+        mask_seed: int | None = None,
         exact_restore: bool = True,
         direction_buffer: str = "auto",
         model_numel: int | None = None,
@@ -198,6 +205,8 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
             raise ValueError(f"eps must be > 0, got {eps}")
         if not 0.0 <= history < 1.0:
             raise ValueError(f"history must be in [0, 1), got {history}")
+        if history_mode not in HISTORY_MODES:
+            raise ValueError(f"history_mode must be one of {HISTORY_MODES}, got {history_mode!r}")
         if direction_buffer not in DIRECTION_BUFFERS:
             raise ValueError(f"direction_buffer must be one of {DIRECTION_BUFFERS}, "
                              f"got {direction_buffer!r}")
@@ -210,8 +219,12 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
         self.estimator, self.difference, self.rule = estimator, difference, rule
         self.sign, self.conserve, self.history = sign, bool(conserve), float(history)
         self.exact_restore = bool(exact_restore)
-        self.sampler = DirectionSampler(perturbation, sparsity, sparsity_resample, seed)
+        # direction history regenerates each z in the update: no buffered sums, no folded restore
+        self.by_direction = history_mode == "direction" and self.history > 0
+        self.sampler = DirectionSampler(perturbation, sparsity, sparsity_resample, seed,
+                                        sparsity_mask, mask_seed)
         self._counters()["seed"] = self.seed
+        self._counters()["mask_seed"] = self.sampler.mask_seed
         self.direction_buffer = direction_buffer
         self.buffered = resolve_direction_buffer(
             direction_buffer, sum(p.numel() for p in self._params()), model_numel)
@@ -221,6 +234,7 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
         self.seed = self.sampler.seed = int(self._counters().get("seed", self.seed))
+        self.sampler.mask_seed = self._counters().get("mask_seed", self.sampler.mask_seed)
 
     # ----------------------------------------------------------------------------- helpers
     def _params(self) -> list[torch.Tensor]:
@@ -300,7 +314,7 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
         counters = self._counters()
         counters["step"] += 1
         restore = estimate.unrestored
-        if restore is not None and (self.conserve or not all(
+        if restore is not None and (self.conserve or self.by_direction or not all(
                 math.isfinite(c) for c in estimate.scalars)):
             perturb_(self._params(), self.sampler, restore[0], restore[1])  # restore first
             restore = None
@@ -353,7 +367,8 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
         else:
             estimate = spsa_evaluate(counted, params, self.sampler, seeds, self.mu,
                                      self.difference, self.exact_restore, buffer, coeff,
-                                     leave_last=buffer is None and not self.conserve,
+                                     leave_last=buffer is None and not (
+                                         self.conserve or self.by_direction),
                                      work=self._work_set(params))
         blocks = None
         if buffer is not None:
@@ -376,11 +391,19 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
         (seed, scale), θ += scale z_seed first, drawn with the estimate's own draw of z_seed.
         """
         kept = self._buffer is not None and blocks is self._buffer.sums
+        if self.by_direction:
+            blocks = None  # the sums of raw directions are not this estimate
         k = 0
         for group in self.param_groups:
             lr, wd = group["lr"], group["weight_decay"]
             for p in group["params"]:
-                if blocks is not None:  # Conserve updates several times: keep the sums intact;
+                state = self.state[p]
+                if self.by_direction:
+                    g, h = direction_history(self.sampler, seeds, coeffs, k, p,
+                                             state.get("history_direction"), self.history)
+                    if commit:  # the directions' average is the same whichever move is kept
+                        state["history_direction"] = h
+                elif blocks is not None:  # Conserve updates several times: keep the sums intact;
                     # SGD's first momentum step keeps g as its buffer: never the kept storage
                     keeps = (kept and self.rule == "sgd" and group["momentum"] != 0
                              and "momentum_buffer" not in self.state[p])
@@ -390,8 +413,7 @@ class ZeroOrderOptimizer(CountingOptimizer, torch.optim.Optimizer):
                     g = self.sampler.combine(seeds, coeffs, k, p, restore=restore and (
                         restore[0], restore[1], p))
                 k += 1
-                state = self.state[p]
-                if self.history > 0:
+                if self.history > 0 and not self.by_direction:
                     prev = state.get("history")
                     if prev is not None:
                         g.mul_(1 - self.history).add_(prev, alpha=self.history)
