@@ -18,7 +18,8 @@ from zeroflow.errors import ConfigError
 from zeroflow.sweep import own_state, search
 from zeroflow.sweep import storage as storage_mod
 from zeroflow.sweep.plan import resolve_space
-from zeroflow.sweep.space import Space, load_space, trial_config, trial_name
+from zeroflow.sweep.resolve import TrialNamer, trial_dirname
+from zeroflow.sweep.space import Space, load_space, trial_config
 from zeroflow.sweep.trainable import zeroflow_trainable
 
 DEFAULT_STORAGE = storage_mod.DEFAULT_STORAGE
@@ -170,8 +171,8 @@ def run_sweep(space_path: str | os.PathLike, *, name: str | None = None,
             scheduler=search.trial_scheduler(space.scheduler),
             **dict(zip(("metric", "mode"), search.objective(space.search, space.scheduler)
                        or ())),
-            trial_name_creator=lambda t: trial_name(t.config, space.varying),
-            trial_dirname_creator=lambda t: f"{t.trial_id}",
+            trial_name_creator=TrialNamer(space.varying),
+            trial_dirname_creator=trial_dirname,
             # a finished trial's worker process runs the next one: torch and timm are imported
             # once per worker, not once per trial (~5 s each on the quickstart's cores)
             reuse_actors=True,
