@@ -188,3 +188,13 @@ def test_bad_values_are_one_line_errors(keys, needle):
     with pytest.raises(ConfigError) as err:
         make_config(dataset="digits", **keys)
     assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_the_config_offers_the_forms_the_optimizer_takes():
+    """config.py keeps its own copy of the choices (it stays importable without torch): the
+    two copies must agree, or a trial would pass validation and fail at the optimizer."""
+    from zeroflow import config
+    from zeroflow.optim import enhance
+
+    assert config.HISTORY_MODES == enhance.HISTORY_MODES
+    assert config.SPARSITY_MASKS == enhance.SPARSITY_MASKS

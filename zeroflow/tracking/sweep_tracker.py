@@ -85,9 +85,20 @@ class SweepTracker:
         self._status: dict[str, str] = {}
         self._logged: dict[str, dict[str, dict[int, float]]] = {}
 
-    def _search(self, filter_string: str):
-        return self.client.search_runs([self.experiment_id], filter_string=filter_string,
-                                       max_results=1000)
+    def _search(self, filter_string: str) -> list:
+        """Every run of the experiment matching ``filter_string``, page by page (MLflow returns
+        at most 1,000 a request; a sweep may hold more trial runs)."""
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string=filter_string,
+                                           max_results=1000, page_token=token)
+            runs += page
+            token = page.token
+            if not token:
+                return runs
+
+    def _trial_runs_filter(self) -> str:
+        return f"tags.`{TAG_ROLE}` = 'trial' and tags.`{PARENT_TAG}` = '{self.parent_id}'"
 
     @property
     def parent_id(self) -> str:
@@ -163,15 +174,8 @@ class SweepTracker:
         paged search the first time (a resumed sweep's; none at a launch): a run this process
         did not find there was never made, since only this process writes the sweep's runs."""
         if self._found is None:
-            self._found, token = {}, None
-            where = f"tags.`{TAG_ROLE}` = 'trial' and tags.`{PARENT_TAG}` = '{self.parent_id}'"
-            while True:
-                page = self.client.search_runs([self.experiment_id], filter_string=where,
-                                               max_results=1000, page_token=token)
-                self._found.update((r.data.tags.get(TAG_TRIAL), r) for r in page)
-                token = page.token
-                if not token:
-                    break
+            self._found = {r.data.tags.get(TAG_TRIAL): r
+                           for r in self._search(self._trial_runs_filter())}
         return [self._found[trial_id]] if trial_id in self._found else []
 
     def _set_status(self, run_id: str, status: str) -> None:
@@ -274,9 +278,8 @@ class SweepTracker:
         not in ``known`` (RUNNING ones also end as KILLED): a run of a trial that Tune's
         restored state lost, whose work the resumed sweep does again under another id; their
         ids."""
-        where = f"tags.`{TAG_ROLE}` = 'trial' and tags.`{PARENT_TAG}` = '{self.parent_id}'"
         ended = []
-        for run in self._search(where):
+        for run in self._search(self._trial_runs_filter()):
             trial_id = run.data.tags.get(TAG_TRIAL)
             if trial_id in known or TAG_ABANDONED in run.data.tags:
                 continue
